@@ -1,0 +1,447 @@
+"""Batch definitions: a TOML batch file, or a bare CSV table or DICOM folder with defaults.
+
+A batch file looks like::
+
+    name = "Liver lesions"
+
+    [source]
+    type = "dicom-folder"        # csv | dicom-folder | dicom-db | slicer-db | dicomweb
+    path = "images"              # relative paths are relative to this file
+
+    [output]
+    format = "dicom-seg"         # dicom-seg | seg.nrrd
+    destination = "source"       # "source" or a folder
+
+    [[segments]]
+    name = "Liver"
+    category = "SCT:123037004:Anatomical Structure"
+    type = "SCT:10200004:Liver"
+    color = "#dd8265"
+
+    [prefetch]
+    depth = 2
+    max_memory_mb = 2048
+
+Every error names the file, the key and its line, and says what to write instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BatchDefinitionError
+from .terminology import Code, parse_color
+
+SOURCE_TYPES = ("csv", "dicom-folder", "dicom-db", "slicer-db", "dicomweb")
+OUTPUT_FORMATS = ("dicom-seg", "seg.nrrd")
+CSV_SUFFIXES = (".csv", ".tsv")
+
+_TOP_KEYS = ("name", "id", "source", "output", "segments", "prefetch")
+_OUTPUT_KEYS = ("format", "destination")
+_SEGMENT_KEYS = ("name", "category", "type", "region", "color")
+_PREFETCH_KEYS = ("depth", "max_memory_mb")
+_MAX_DEFAULT_CACHE_MB = 4096
+
+
+@dataclass(frozen=True)
+class SegmentTemplate:
+    """A segment the reader is offered, with its DICOM terminology and display colour."""
+
+    name: str
+    category: Code
+    type: Code
+    color: tuple[int, int, int]
+    region: Code | None = None
+
+
+#: Offered when a batch names no segments (Slicer's generic default).
+DEFAULT_SEGMENT = SegmentTemplate(
+    name="Segment 1",
+    category=Code("SCT", "85756007", "Tissue"),
+    type=Code("SCT", "85756007", "Tissue"),
+    color=(241, 214, 145),
+)
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where and how results are written."""
+
+    format: str = "dicom-seg"
+    #: ``None`` means "back to the source"; otherwise a folder.
+    folder: Path | None = None
+
+    @property
+    def to_source(self) -> bool:
+        """Whether results go back where the images came from."""
+        return self.folder is None
+
+
+def default_cache_mb() -> int:
+    """A quarter of the machine's memory, at most 4 GiB."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1024
+    return int(min(total / 4 / 2**20, _MAX_DEFAULT_CACHE_MB))
+
+
+@dataclass(frozen=True)
+class PrefetchSpec:
+    """How many cases to keep ready ahead, and the memory cap of that cache."""
+
+    depth: int = 2
+    max_memory_mb: int = field(default_factory=default_cache_mb)
+
+
+class KeyLocator:
+    """Finds the line of a (dotted) key in TOML text, for error messages.
+
+    ``tomllib`` reports syntax errors with positions but not where a key is; this scans the
+    text for table headers and ``key =`` lines. ``segments[2].color`` means the ``color`` key of
+    the third ``[[segments]]`` table.
+    """
+
+    _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\" ]+?)\s*\]\]?\s*(#.*)?$")
+    _KEY = re.compile(r"^\s*([A-Za-z0-9_\-\"]+)\s*=")
+
+    def __init__(self, text: str) -> None:
+        self._lines = text.splitlines()
+
+    def line_of(self, dotted: str) -> int | None:
+        """Return the 1-based line of ``dotted`` (``table.sub.key`` or ``array[n].key``)."""
+        parts = dotted.split(".")
+        table_parts, key = parts[:-1], parts[-1]
+        table, index = self._table_and_index(table_parts)
+        key_name, _ = _split_index(key)
+        current, counts = "", {}
+        header_line = None
+        for number, line in enumerate(self._lines, start=1):
+            header = self._HEADER.match(line)
+            if header:
+                current = header.group(2).replace('"', "").replace(" ", "")
+                if header.group(1) == "[[":
+                    counts[current] = counts.get(current, -1) + 1
+                if current == table and counts.get(current, 0) == index:
+                    header_line = number
+                if current == ".".join([*table_parts, key_name]).replace('"', ""):
+                    return number  # the key is itself a table
+                continue
+            match = self._KEY.match(line)
+            if match and current == table and counts.get(current, 0) == index:
+                if match.group(1).strip('"') == key_name:
+                    return number
+        return header_line
+
+    @staticmethod
+    def _table_and_index(table_parts: list[str]) -> tuple[str, int]:
+        index = 0
+        names = []
+        for part in table_parts:
+            name, idx = _split_index(part)
+            names.append(name)
+            if idx is not None:
+                index = idx
+        return ".".join(names), index
+
+
+def _split_index(part: str) -> tuple[str, int | None]:
+    match = re.match(r"^(.*)\[(\d+)\]$", part)
+    if match:
+        return match.group(1), int(match.group(2))
+    return part, None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """The ``[source]`` table: the input mode and its keys, checked by that mode's class."""
+
+    type: str
+    options: Mapping[str, Any]
+    #: Folder against which relative paths in the options are resolved.
+    base_dir: Path
+    #: The batch file (or bare path) the spec came from, for messages.
+    origin: Path
+    locator: KeyLocator | None = None
+
+    def error(self, key: str, message: str, fix: str | None = None) -> BatchDefinitionError:
+        """Build an error about ``source.<key>`` with its line."""
+        line = self.locator.line_of(f"source.{key}") if self.locator else None
+        return BatchDefinitionError(self.origin, message, line=line, key=f"source.{key}", fix=fix)
+
+    def check_keys(self, allowed: tuple[str, ...], *, table: str = "") -> None:
+        """Refuse unknown keys in ``[source]`` (or a sub-table of it), suggesting the closest."""
+        options = self.options
+        prefix = ""
+        if table:
+            options = self.options.get(table, {})
+            prefix = f"{table}."
+        for key in options:
+            if key not in allowed:
+                raise self.error(
+                    prefix + key,
+                    f"unknown key {key!r} in [source{'.' + table if table else ''}] "
+                    f"for type {self.type!r}.",
+                    fix=_suggest(key, allowed),
+                )
+
+    def path(self, key: str, *, required: bool = True, must_exist: bool = True) -> Path | None:
+        """Return ``options[key]`` as a path resolved against :attr:`base_dir`."""
+        value = self.options.get(key)
+        if value is None:
+            if required:
+                raise self.error(
+                    key, f"[source] of type {self.type!r} needs {key!r}.",
+                    fix=f'add {key} = "..." under [source].',
+                )
+            return None
+        if not isinstance(value, str) or not value:
+            raise self.error(key, f"{key!r} must be a non-empty string, got {value!r}.")
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = self.base_dir / path
+        if must_exist and not path.exists():
+            raise self.error(
+                key, f"{key} = {value!r} points to {path}, which does not exist.",
+                fix="correct the path (relative paths are relative to the batch file).",
+            )
+        return path
+
+
+@dataclass(frozen=True)
+class BatchDefinition:
+    """A parsed, checked batch: the source, the output, segment templates, prefetch settings.
+
+    Use :func:`load_batch` to make one from a file or folder.
+    """
+
+    name: str
+    path: Path
+    source: SourceSpec
+    output: OutputSpec = field(default_factory=OutputSpec)
+    segments: tuple[SegmentTemplate, ...] = (DEFAULT_SEGMENT,)
+    prefetch: PrefetchSpec = field(default_factory=PrefetchSpec)
+    explicit_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the batch for the progress store.
+
+        The ``id`` key of the batch file when given (set it to keep progress when the batch file
+        moves), else derived from the batch's absolute path.
+        """
+        if self.explicit_id:
+            return self.explicit_id
+        digest = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:16]
+        return f"{self.name}#{digest}"
+
+
+def _suggest(key: str, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"{hint}Allowed keys: {', '.join(allowed)}."
+
+
+def load_batch(path: str | os.PathLike[str]) -> BatchDefinition:
+    """Load a batch from a TOML batch file, a bare CSV table or a bare DICOM folder.
+
+    Raises
+    ------
+    BatchDefinitionError
+        When the path is missing or the batch file is invalid; the message names the file, the
+        key and its line, and the fix.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BatchDefinitionError(
+            path, "no such file or folder.",
+            fix="give a batch .toml file, a .csv table or a DICOM folder that exists.",
+        )
+    path = path.absolute()
+    if path.is_dir():
+        return _bare_folder(path)
+    if path.suffix.lower() in CSV_SUFFIXES:
+        return BatchDefinition(
+            name=path.stem,
+            path=path,
+            source=SourceSpec("csv", {"path": str(path)}, path.parent, path),
+            output=OutputSpec(format="seg.nrrd"),
+        )
+    if path.suffix.lower() == ".toml":
+        return _parse_toml(path)
+    raise BatchDefinitionError(
+        path, f"{path.suffix or 'a file without extension'} is not a batch.",
+        fix="give a .toml batch file, a .csv table (SlicerCaseIterator style) or a DICOM folder.",
+    )
+
+
+def _bare_folder(path: Path) -> BatchDefinition:
+    source_type = "slicer-db" if (path / "ctkDICOM.sql").is_file() else "dicom-folder"
+    return BatchDefinition(
+        name=path.name,
+        path=path,
+        source=SourceSpec(source_type, {"path": str(path)}, path, path),
+        output=OutputSpec(format="dicom-seg"),
+    )
+
+
+def _parse_toml(path: Path) -> BatchDefinition:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BatchDefinitionError(path, f"cannot read the batch file: {exc}.") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line = getattr(exc, "lineno", None)
+        raise BatchDefinitionError(
+            path, f"not valid TOML: {exc}.", line=line,
+            fix="check quotes, brackets and '=' on that line.",
+        ) from exc
+    locator = KeyLocator(text)
+
+    def error(key: str, message: str, fix: str | None = None) -> BatchDefinitionError:
+        return BatchDefinitionError(path, message, line=locator.line_of(key), key=key, fix=fix)
+
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise error(key, f"unknown top-level key {key!r}.", _suggest(key, _TOP_KEYS))
+
+    name = data.get("name", path.stem)
+    if not isinstance(name, str) or not name.strip():
+        raise error("name", f"name must be a non-empty string, got {name!r}.")
+    explicit_id = data.get("id")
+    if explicit_id is not None and (not isinstance(explicit_id, str) or not explicit_id):
+        raise error("id", f"id must be a non-empty string, got {explicit_id!r}.")
+
+    source = _parse_source(data, path, locator, error)
+    output = _parse_output(data.get("output", {}), path, source, error)
+    segments = _parse_segments(data.get("segments"), error)
+    prefetch = _parse_prefetch(data.get("prefetch", {}), error)
+    return BatchDefinition(
+        name=name.strip(),
+        path=path,
+        source=source,
+        output=output,
+        segments=segments,
+        prefetch=prefetch,
+        explicit_id=explicit_id,
+    )
+
+
+def _parse_source(data: dict, path: Path, locator: KeyLocator, error) -> SourceSpec:
+    table = data.get("source")
+    if table is None:
+        raise error(
+            "source", "the batch has no [source] table.",
+            fix='add [source] with type = "csv" | "dicom-folder" | "dicom-db" | "slicer-db" | '
+            '"dicomweb" and that type\'s keys.',
+        )
+    if not isinstance(table, dict):
+        raise error("source", "source must be a table: write [source] on its own line.")
+    source_type = table.get("type")
+    if source_type not in SOURCE_TYPES:
+        raise error(
+            "source.type",
+            f"source type {source_type!r} is not known." if source_type else
+            "[source] has no type.",
+            fix=f"set type to one of: {', '.join(SOURCE_TYPES)}.",
+        )
+    options = {k: v for k, v in table.items() if k != "type"}
+    return SourceSpec(source_type, options, path.parent, path, locator)
+
+
+def _parse_output(table: Any, path: Path, source: SourceSpec, error) -> OutputSpec:
+    if not isinstance(table, dict):
+        raise error("output", "output must be a table: write [output] on its own line.")
+    for key in table:
+        if key not in _OUTPUT_KEYS:
+            raise error(f"output.{key}", f"unknown key {key!r} in [output].",
+                        _suggest(key, _OUTPUT_KEYS))
+    default_format = "seg.nrrd" if source.type == "csv" else "dicom-seg"
+    fmt = table.get("format", default_format)
+    if fmt not in OUTPUT_FORMATS:
+        raise error("output.format", f"output format {fmt!r} is not known.",
+                    f"use one of: {', '.join(OUTPUT_FORMATS)}.")
+    destination = table.get("destination", "source")
+    if not isinstance(destination, str) or not destination:
+        raise error("output.destination",
+                    f"destination must be \"source\" or a folder, got {destination!r}.")
+    if destination == "source":
+        return OutputSpec(format=fmt)
+    folder = Path(destination).expanduser()
+    if not folder.is_absolute():
+        folder = path.parent / folder
+    if folder.exists() and not folder.is_dir():
+        raise error("output.destination", f"destination {folder} exists and is not a folder.",
+                    'use "source" or a folder path.')
+    return OutputSpec(format=fmt, folder=folder)
+
+
+def _parse_segments(entries: Any, error) -> tuple[SegmentTemplate, ...]:
+    if entries is None:
+        return (DEFAULT_SEGMENT,)
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise error("segments", "segments must be [[segments]] tables.",
+                    "write each segment as a [[segments]] table with name, category, type, color.")
+    templates = []
+    names: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"segments[{index}]"
+        for key in entry:
+            if key not in _SEGMENT_KEYS:
+                raise error(f"{where}.{key}", f"unknown key {key!r} in segment {index + 1}.",
+                            _suggest(key, _SEGMENT_KEYS))
+        for key in ("name", "category", "type", "color"):
+            if key not in entry:
+                raise error(where + ".name", f"segment {index + 1} has no {key!r}.",
+                            f"add {key} = ... to that [[segments]] table.")
+        name = entry["name"]
+        if not isinstance(name, str) or not name.strip():
+            raise error(f"{where}.name", f"segment {index + 1} name must be a non-empty string.")
+        if name in names:
+            raise error(f"{where}.name", f"segment name {name!r} is used twice.",
+                        "give each segment its own name.")
+        names.add(name)
+        codes = {}
+        for key in ("category", "type", "region"):
+            if key in entry:
+                try:
+                    codes[key] = Code.parse(entry[key])
+                except ValueError as exc:
+                    raise error(f"{where}.{key}", f"segment {name!r} {key}: {exc}.",
+                                "write SCHEME:CODE:Meaning with a SNOMED CT code.") from exc
+        try:
+            color = parse_color(entry["color"])
+        except ValueError as exc:
+            raise error(f"{where}.color", f"segment {name!r}: {exc}.") from exc
+        templates.append(SegmentTemplate(
+            name=name.strip(), category=codes["category"], type=codes["type"],
+            region=codes.get("region"), color=color,
+        ))
+    return tuple(templates) or (DEFAULT_SEGMENT,)
+
+
+def _parse_prefetch(table: Any, error) -> PrefetchSpec:
+    if not isinstance(table, dict):
+        raise error("prefetch", "prefetch must be a table: write [prefetch] on its own line.")
+    for key in table:
+        if key not in _PREFETCH_KEYS:
+            raise error(f"prefetch.{key}", f"unknown key {key!r} in [prefetch].",
+                        _suggest(key, _PREFETCH_KEYS))
+    depth = table.get("depth", 2)
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 32:
+        raise error("prefetch.depth", f"depth must be a whole number from 0 to 32, got {depth!r}.")
+    memory = table.get("max_memory_mb", default_cache_mb())
+    if not isinstance(memory, int) or isinstance(memory, bool) or memory < 64:
+        raise error("prefetch.max_memory_mb",
+                    f"max_memory_mb must be a whole number of at least 64, got {memory!r}.")
+    return PrefetchSpec(depth=depth, max_memory_mb=memory)

@@ -1,0 +1,70 @@
+"""Exception types of the core.
+
+Every message names the value that is wrong and says how to fix it, because the reader or the
+site admin sees it as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .problems import Problem
+
+
+class CaseIteratorError(Exception):
+    """Base class of all errors raised by CaseIterator."""
+
+
+class BatchDefinitionError(CaseIteratorError):
+    """The batch itself is unusable: missing file, bad TOML key, unusable CSV header.
+
+    Parameters
+    ----------
+    path
+        The batch file (or CSV table / folder) that is wrong.
+    message
+        What is wrong, in words a site admin understands.
+    line
+        1-based line in ``path`` where the problem is, when known.
+    key
+        The dotted TOML key or CSV column concerned, when there is one.
+    fix
+        What to do about it.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        message: str,
+        *,
+        line: int | None = None,
+        key: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.line = line
+        self.key = key
+        self.fix = fix
+        self.reason = message
+        where = f"{self.path}" + (f", line {line}" if line else "")
+        text = f"{where}: {message}"
+        if fix:
+            text += f" Fix: {fix}"
+        super().__init__(text)
+
+
+class CaseLoadError(CaseIteratorError):
+    """A case cannot be loaded; ``problems`` says why (each naming the file or slice)."""
+
+    def __init__(self, case_label: str, problems: Sequence[Problem]) -> None:
+        self.case_label = case_label
+        self.problems = tuple(problems)
+        reasons = "; ".join(p.message for p in self.problems) or "unknown reason"
+        super().__init__(f"case {case_label}: {reasons}")
+
+
+class OperationCancelled(CaseIteratorError):
+    """A long operation was cancelled through its :class:`~.tasks.CancelToken`."""
