@@ -199,7 +199,8 @@ class SourceSpec:
         if value is None:
             if required:
                 raise self.error(
-                    key, f"[source] of type {self.type!r} needs {key!r}.",
+                    key,
+                    f"[source] of type {self.type!r} needs {key!r}.",
                     fix=f'add {key} = "..." under [source].',
                 )
             return None
@@ -210,7 +211,8 @@ class SourceSpec:
             path = self.base_dir / path
         if must_exist and not path.exists():
             raise self.error(
-                key, f"{key} = {value!r} points to {path}, which does not exist.",
+                key,
+                f"{key} = {value!r} points to {path}, which does not exist.",
                 fix="correct the path (relative paths are relative to the batch file).",
             )
         return path
@@ -262,7 +264,8 @@ def load_batch(path: str | os.PathLike[str]) -> BatchDefinition:
     path = Path(path).expanduser()
     if not path.exists():
         raise BatchDefinitionError(
-            path, "no such file or folder.",
+            path,
+            "no such file or folder.",
             fix="give a batch .toml file, a .csv table or a DICOM folder that exists.",
         )
     path = path.absolute()
@@ -278,7 +281,8 @@ def load_batch(path: str | os.PathLike[str]) -> BatchDefinition:
     if path.suffix.lower() == ".toml":
         return _parse_toml(path)
     raise BatchDefinitionError(
-        path, f"{path.suffix or 'a file without extension'} is not a batch.",
+        path,
+        f"{path.suffix or 'a file without extension'} is not a batch.",
         fix="give a .toml batch file, a .csv table (SlicerCaseIterator style) or a DICOM folder.",
     )
 
@@ -303,7 +307,9 @@ def _parse_toml(path: Path) -> BatchDefinition:
     except tomllib.TOMLDecodeError as exc:
         line = getattr(exc, "lineno", None)
         raise BatchDefinitionError(
-            path, f"not valid TOML: {exc}.", line=line,
+            path,
+            f"not valid TOML: {exc}.",
+            line=line,
             fix="check quotes, brackets and '=' on that line.",
         ) from exc
     locator = KeyLocator(text)
@@ -341,7 +347,8 @@ def _parse_source(data: dict, path: Path, locator: KeyLocator, error) -> SourceS
     table = data.get("source")
     if table is None:
         raise error(
-            "source", "the batch has no [source] table.",
+            "source",
+            "the batch has no [source] table.",
             fix='add [source] with type = "csv" | "dicom-folder" | "dicom-db" | "slicer-db" | '
             '"dicomweb" and that type\'s keys.',
         )
@@ -351,8 +358,9 @@ def _parse_source(data: dict, path: Path, locator: KeyLocator, error) -> SourceS
     if source_type not in SOURCE_TYPES:
         raise error(
             "source.type",
-            f"source type {source_type!r} is not known." if source_type else
-            "[source] has no type.",
+            f"source type {source_type!r} is not known."
+            if source_type
+            else "[source] has no type.",
             fix=f"set type to one of: {', '.join(SOURCE_TYPES)}.",
         )
     options = {k: v for k, v in table.items() if k != "type"}
@@ -364,25 +372,33 @@ def _parse_output(table: Any, path: Path, source: SourceSpec, error) -> OutputSp
         raise error("output", "output must be a table: write [output] on its own line.")
     for key in table:
         if key not in _OUTPUT_KEYS:
-            raise error(f"output.{key}", f"unknown key {key!r} in [output].",
-                        _suggest(key, _OUTPUT_KEYS))
+            raise error(
+                f"output.{key}", f"unknown key {key!r} in [output].", _suggest(key, _OUTPUT_KEYS)
+            )
     default_format = "seg.nrrd" if source.type == "csv" else "dicom-seg"
     fmt = table.get("format", default_format)
     if fmt not in OUTPUT_FORMATS:
-        raise error("output.format", f"output format {fmt!r} is not known.",
-                    f"use one of: {', '.join(OUTPUT_FORMATS)}.")
+        raise error(
+            "output.format",
+            f"output format {fmt!r} is not known.",
+            f"use one of: {', '.join(OUTPUT_FORMATS)}.",
+        )
     destination = table.get("destination", "source")
     if not isinstance(destination, str) or not destination:
-        raise error("output.destination",
-                    f"destination must be \"source\" or a folder, got {destination!r}.")
+        raise error(
+            "output.destination", f'destination must be "source" or a folder, got {destination!r}.'
+        )
     if destination == "source":
         return OutputSpec(format=fmt)
     folder = Path(destination).expanduser()
     if not folder.is_absolute():
         folder = path.parent / folder
     if folder.exists() and not folder.is_dir():
-        raise error("output.destination", f"destination {folder} exists and is not a folder.",
-                    'use "source" or a folder path.')
+        raise error(
+            "output.destination",
+            f"destination {folder} exists and is not a folder.",
+            'use "source" or a folder path.',
+        )
     return OutputSpec(format=fmt, folder=folder)
 
 
@@ -390,26 +406,38 @@ def _parse_segments(entries: Any, error) -> tuple[SegmentTemplate, ...]:
     if entries is None:
         return (DEFAULT_SEGMENT,)
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise error("segments", "segments must be [[segments]] tables.",
-                    "write each segment as a [[segments]] table with name, category, type, color.")
+        raise error(
+            "segments",
+            "segments must be [[segments]] tables.",
+            "write each segment as a [[segments]] table with name, category, type, color.",
+        )
     templates = []
     names: set[str] = set()
     for index, entry in enumerate(entries):
         where = f"segments[{index}]"
         for key in entry:
             if key not in _SEGMENT_KEYS:
-                raise error(f"{where}.{key}", f"unknown key {key!r} in segment {index + 1}.",
-                            _suggest(key, _SEGMENT_KEYS))
+                raise error(
+                    f"{where}.{key}",
+                    f"unknown key {key!r} in segment {index + 1}.",
+                    _suggest(key, _SEGMENT_KEYS),
+                )
         for key in ("name", "category", "type", "color"):
             if key not in entry:
-                raise error(where + ".name", f"segment {index + 1} has no {key!r}.",
-                            f"add {key} = ... to that [[segments]] table.")
+                raise error(
+                    where + ".name",
+                    f"segment {index + 1} has no {key!r}.",
+                    f"add {key} = ... to that [[segments]] table.",
+                )
         name = entry["name"]
         if not isinstance(name, str) or not name.strip():
             raise error(f"{where}.name", f"segment {index + 1} name must be a non-empty string.")
         if name in names:
-            raise error(f"{where}.name", f"segment name {name!r} is used twice.",
-                        "give each segment its own name.")
+            raise error(
+                f"{where}.name",
+                f"segment name {name!r} is used twice.",
+                "give each segment its own name.",
+            )
         names.add(name)
         codes = {}
         for key in ("category", "type", "region"):
@@ -417,16 +445,24 @@ def _parse_segments(entries: Any, error) -> tuple[SegmentTemplate, ...]:
                 try:
                     codes[key] = Code.parse(entry[key])
                 except ValueError as exc:
-                    raise error(f"{where}.{key}", f"segment {name!r} {key}: {exc}.",
-                                "write SCHEME:CODE:Meaning with a SNOMED CT code.") from exc
+                    raise error(
+                        f"{where}.{key}",
+                        f"segment {name!r} {key}: {exc}.",
+                        "write SCHEME:CODE:Meaning with a SNOMED CT code.",
+                    ) from exc
         try:
             color = parse_color(entry["color"])
         except ValueError as exc:
             raise error(f"{where}.color", f"segment {name!r}: {exc}.") from exc
-        templates.append(SegmentTemplate(
-            name=name.strip(), category=codes["category"], type=codes["type"],
-            region=codes.get("region"), color=color,
-        ))
+        templates.append(
+            SegmentTemplate(
+                name=name.strip(),
+                category=codes["category"],
+                type=codes["type"],
+                region=codes.get("region"),
+                color=color,
+            )
+        )
     return tuple(templates) or (DEFAULT_SEGMENT,)
 
 
@@ -435,13 +471,18 @@ def _parse_prefetch(table: Any, error) -> PrefetchSpec:
         raise error("prefetch", "prefetch must be a table: write [prefetch] on its own line.")
     for key in table:
         if key not in _PREFETCH_KEYS:
-            raise error(f"prefetch.{key}", f"unknown key {key!r} in [prefetch].",
-                        _suggest(key, _PREFETCH_KEYS))
+            raise error(
+                f"prefetch.{key}",
+                f"unknown key {key!r} in [prefetch].",
+                _suggest(key, _PREFETCH_KEYS),
+            )
     depth = table.get("depth", 2)
     if not isinstance(depth, int) or isinstance(depth, bool) or not 0 <= depth <= 32:
         raise error("prefetch.depth", f"depth must be a whole number from 0 to 32, got {depth!r}.")
     memory = table.get("max_memory_mb", default_cache_mb())
     if not isinstance(memory, int) or isinstance(memory, bool) or memory < 64:
-        raise error("prefetch.max_memory_mb",
-                    f"max_memory_mb must be a whole number of at least 64, got {memory!r}.")
+        raise error(
+            "prefetch.max_memory_mb",
+            f"max_memory_mb must be a whole number of at least 64, got {memory!r}.",
+        )
     return PrefetchSpec(depth=depth, max_memory_mb=memory)

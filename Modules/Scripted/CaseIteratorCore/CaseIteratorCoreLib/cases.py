@@ -117,8 +117,16 @@ class Case:
     def __reduce__(self):  # MappingProxyType does not pickle; rebuild from a dict
         return (
             _rebuild_case,
-            (self.id, self.name, self.index, self.images, self.result, self.masks,
-             dict(self.details), self.problems),
+            (
+                self.id,
+                self.name,
+                self.index,
+                self.images,
+                self.result,
+                self.masks,
+                dict(self.details),
+                self.problems,
+            ),
         )
 
     @property

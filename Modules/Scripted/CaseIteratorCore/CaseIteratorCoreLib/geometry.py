@@ -79,9 +79,7 @@ class Geometry:
             )
         spacing_a, spacing_b = np.asarray(self.spacing), np.asarray(other.spacing)
         if not np.allclose(spacing_a, spacing_b, rtol=tolerance, atol=0):
-            differences.append(
-                f"spacing {_fmt(spacing_b)} mm instead of {_fmt(spacing_a)} mm"
-            )
+            differences.append(f"spacing {_fmt(spacing_b)} mm instead of {_fmt(spacing_a)} mm")
         if not np.allclose(self.direction, other.direction, atol=max(tolerance, 1e-4)):
             differences.append("a different orientation")
         offset = np.abs(np.asarray(other.origin) - np.asarray(self.origin))
@@ -89,7 +87,9 @@ class Geometry:
             differences.append(f"origin {_fmt(other.origin)} instead of {_fmt(self.origin)}")
         return "; ".join(differences) or None
 
-    def voxel_offset_in(self, other: Geometry, *, tolerance: float = 1e-3) -> tuple[int, int, int] | None:
+    def voxel_offset_in(
+        self, other: Geometry, *, tolerance: float = 1e-3
+    ) -> tuple[int, int, int] | None:
         """Return the integer index of this grid's origin on ``other``, when it lies on it.
 
         Used to accept a cropped mask (such as a Slicer ``.seg.nrrd`` saved to its minimal

@@ -1,0 +1,121 @@
+"""Reading DICOM files robustly: one reason per file that cannot be used.
+
+Shared by the DICOM-folder scan and series loading, so a file is judged the same way wherever
+it is met.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+
+#: Modalities whose objects are not images a reader can segment.
+NON_IMAGE_MODALITIES = {
+    "SEG": "a segmentation (SEG)",
+    "SR": "a structured report (SR)",
+    "PR": "a presentation state (PR)",
+    "KO": "a key object selection (KO)",
+    "RTSTRUCT": "an RT structure set",
+    "RTPLAN": "an RT plan",
+    "RTRECORD": "an RT treatment record",
+    "REG": "a spatial registration (REG)",
+    "FID": "a fiducials object",
+    "DOC": "an encapsulated document",
+    "ECG": "a waveform (ECG)",
+    "AU": "an audio waveform",
+    "PLAN": "a plan",
+}
+
+#: SOP classes that are not images whatever the Modality says.
+NON_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "a segmentation (SEG)",
+    "1.2.840.10008.5.1.4.1.1.66.5": "a surface segmentation",
+    "1.2.840.10008.5.1.4.1.1.66.1": "a spatial registration",
+    "1.2.840.10008.5.1.4.1.1.66.3": "a deformable spatial registration",
+    "1.2.840.10008.5.1.4.1.1.104.1": "an encapsulated PDF",
+    "1.2.840.10008.5.1.4.1.1.481.3": "an RT structure set",
+    "1.2.840.10008.5.1.4.1.1.88.59": "a key object selection (KO)",
+}
+
+#: The few header tags a folder scan needs (reading only these keeps large scans fast).
+SCAN_TAGS = [
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "SeriesDescription",
+    "SeriesNumber",
+    "StudyDate",
+    "StudyDescription",
+    "PatientID",
+    "PatientName",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "InstanceNumber",
+    "ImageType",
+]
+
+
+def sop_class_name(uid: str) -> str:
+    """Return the readable name of a SOP class UID, or the UID when unknown."""
+    name = UID(uid).name if uid else ""
+    return name if name and name != uid else (uid or "unknown SOP class")
+
+
+def non_image_reason(sop_class_uid: str, modality: str) -> str | None:
+    """Say why an object of this SOP class / modality is not an image, or None if it is one."""
+    sop_class_uid = str(sop_class_uid or "")
+    if sop_class_uid in NON_IMAGE_SOP_CLASSES:
+        return NON_IMAGE_SOP_CLASSES[sop_class_uid]
+    if sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.88."):
+        return "a structured report (SR)"
+    if sop_class_uid.startswith("1.2.840.10008.5.1.4.1.1.11."):
+        return "a presentation state (PR)"
+    modality = str(modality or "").upper()
+    if modality in NON_IMAGE_MODALITIES:
+        return NON_IMAGE_MODALITIES[modality]
+    return None
+
+
+def read_header(path: Path, *, tags: list[str] | None = None) -> tuple[Dataset | None, str | None]:
+    """Read a DICOM file's header without pixels.
+
+    Returns
+    -------
+    (dataset, None) when the file is DICOM, or (None, reason) when it is not or cannot be read.
+    """
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+    except InvalidDicomError:
+        return None, "not a DICOM file"
+    except (OSError, EOFError) as exc:
+        return None, f"unreadable: {exc}"
+    except Exception as exc:  # pydicom raises many types for malformed files
+        return None, f"unreadable DICOM file ({type(exc).__name__}: {exc})"
+    if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
+        if path.name.upper() == "DICOMDIR" or ds.file_meta.get("MediaStorageSOPClassUID") == (
+            "1.2.840.10008.1.3.10"
+        ):
+            return None, "DICOMDIR index file (not an image)"
+        return None, "DICOM file without SOP class or series UID"
+    return ds, None
+
+
+def read_full(path: Path) -> Dataset:
+    """Read a whole DICOM file (header and pixel data); errors propagate."""
+    return pydicom.dcmread(path)
+
+
+def header_int(ds: Dataset, keyword: str, default: int) -> int:
+    """Read an integer attribute, tolerating empty or malformed values (real files have them)."""
+    value = ds.get(keyword)
+    try:
+        return int(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default

@@ -1,0 +1,673 @@
+"""Turning the instances of one DICOM series into a checked 3D volume.
+
+Classic series (one slice per file) and enhanced multi-frame objects (one file, per-frame
+functional groups) are both reduced to a list of :class:`Frame` headers; the checks and the
+geometry are then the same for both. Messages name the file (and frame) and the positions
+concerned, because that is what a reader or a PACS admin can act on.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from .dicom_files import header_int, non_image_reason, sop_class_name
+from .geometry import Geometry, Volume
+from .problems import Problem, ProblemCode
+
+#: Default tolerance on slice spacing: the larger of this many mm and ``SPACING_TOLERANCE_REL``
+#: of the median spacing (rounding of positions in real headers stays well below).
+SPACING_TOLERANCE_MM = 0.01
+SPACING_TOLERANCE_REL = 0.01
+#: A gap this many times the usual spacing means slices are missing.
+MISSING_SLICE_FACTOR = 1.5
+#: Direction cosines differing by more than this are a different orientation.
+ORIENTATION_TOLERANCE = 1e-3
+#: In-plane drift of slice positions (mm) tolerated before calling it a gantry tilt.
+TILT_TOLERANCE_MM = 0.05
+_MAX_NAMED = 3
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """Geometry and value mapping of one 2D image (a file, or one frame of a multi-frame file)."""
+
+    file: Path
+    frame_index: int | None
+    sop_instance_uid: str
+    rows: int
+    columns: int
+    position: np.ndarray | None
+    orientation: np.ndarray | None
+    pixel_spacing: tuple[float, float] | None
+    slope: float = 1.0
+    intercept: float = 0.0
+    samples_per_pixel: int = 1
+    instance_number: int | None = None
+
+    @property
+    def label(self) -> str:
+        """File name (and frame number) for messages."""
+        if self.frame_index is None:
+            return self.file.name
+        return f"{self.file.name} frame {self.frame_index + 1}"
+
+
+@dataclass(frozen=True, eq=False)
+class SeriesLayout:
+    """The frames of a series in slice order and the grid they form."""
+
+    frames: tuple[Frame, ...]
+    geometry: Geometry
+    warnings: tuple[Problem, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class SeriesTolerances:
+    """Tolerances of the geometry checks (a batch may loosen them for odd scanners)."""
+
+    spacing_mm: float = SPACING_TOLERANCE_MM
+    spacing_rel: float = SPACING_TOLERANCE_REL
+    missing_factor: float = MISSING_SLICE_FACTOR
+    orientation: float = ORIENTATION_TOLERANCE
+    tilt_mm: float = TILT_TOLERANCE_MM
+
+
+def _floats(value: object, count: int) -> np.ndarray | None:
+    try:
+        values = np.array([float(v) for v in value], dtype=float)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return None
+    return values if values.size == count and np.all(np.isfinite(values)) else None
+
+
+def _first(seq_owner: Dataset | None, sequence: str) -> Dataset | None:
+    if seq_owner is None or sequence not in seq_owner:
+        return None
+    seq = seq_owner.get(sequence)
+    return seq[0] if seq else None
+
+
+def _functional_item(
+    per_frame: Dataset | None, shared: Dataset | None, name: str
+) -> Dataset | None:
+    """The item of functional group ``name``, per-frame first, then shared."""
+    return _first(per_frame, name) or _first(shared, name)
+
+
+def frames_of(ds: Dataset, path: Path) -> list[Frame]:
+    """List the 2D frames of one instance with their geometry.
+
+    Handles classic single-frame images, enhanced multi-frame images (per-frame and shared
+    functional groups) and legacy multi-frame images with a ``GridFrameOffsetVector``.
+    """
+    rows, columns = header_int(ds, "Rows", 0), header_int(ds, "Columns", 0)
+    samples = header_int(ds, "SamplesPerPixel", 1)
+    sop_uid = str(ds.get("SOPInstanceUID", ""))
+    n_frames = header_int(ds, "NumberOfFrames", 1)
+    instance_number = header_int(ds, "InstanceNumber", 0) or None
+
+    if "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds:
+        shared = _first(ds, "SharedFunctionalGroupsSequence")
+        per_frames = ds.get("PerFrameFunctionalGroupsSequence") or []
+        frames = []
+        for index in range(n_frames):
+            per = per_frames[index] if index < len(per_frames) else None
+            position = _functional_item(per, shared, "PlanePositionSequence")
+            orientation = _functional_item(per, shared, "PlaneOrientationSequence")
+            measures = _functional_item(per, shared, "PixelMeasuresSequence")
+            transform = _functional_item(per, shared, "PixelValueTransformationSequence")
+            frames.append(
+                Frame(
+                    file=path,
+                    frame_index=index,
+                    sop_instance_uid=sop_uid,
+                    rows=rows,
+                    columns=columns,
+                    position=_floats(position.get("ImagePositionPatient"), 3) if position else None,
+                    orientation=(
+                        _floats(orientation.get("ImageOrientationPatient"), 6)
+                        if orientation
+                        else None
+                    ),
+                    pixel_spacing=_spacing(measures.get("PixelSpacing") if measures else None),
+                    slope=_number(transform, "RescaleSlope", 1.0)
+                    if transform
+                    else _number(ds, "RescaleSlope", 1.0),
+                    intercept=_number(transform, "RescaleIntercept", 0.0)
+                    if transform
+                    else _number(ds, "RescaleIntercept", 0.0),
+                    samples_per_pixel=samples,
+                    instance_number=instance_number,
+                )
+            )
+        return frames
+
+    position = _floats(ds.get("ImagePositionPatient"), 3)
+    orientation = _floats(ds.get("ImageOrientationPatient"), 6)
+    spacing = _spacing(ds.get("PixelSpacing"))
+    slope, intercept = _number(ds, "RescaleSlope", 1.0), _number(ds, "RescaleIntercept", 0.0)
+    if n_frames > 1:
+        offsets = _floats(ds.get("GridFrameOffsetVector"), n_frames)
+        frames = []
+        for index in range(n_frames):
+            frame_position = None
+            if position is not None and orientation is not None and offsets is not None:
+                normal = np.cross(orientation[:3], orientation[3:])
+                frame_position = position + offsets[index] * normal
+            frames.append(
+                Frame(
+                    path,
+                    index,
+                    sop_uid,
+                    rows,
+                    columns,
+                    frame_position,
+                    orientation,
+                    spacing,
+                    slope,
+                    intercept,
+                    samples,
+                    instance_number,
+                )
+            )
+        return frames
+    return [
+        Frame(
+            path,
+            None,
+            sop_uid,
+            rows,
+            columns,
+            position,
+            orientation,
+            spacing,
+            slope,
+            intercept,
+            samples,
+            instance_number,
+        )
+    ]
+
+
+def _spacing(value: object) -> tuple[float, float] | None:
+    values = _floats(value, 2) if value is not None else None
+    if values is None or np.any(values <= 0):
+        return None
+    return (float(values[0]), float(values[1]))
+
+
+def _number(ds: Dataset | None, keyword: str, default: float) -> float:
+    if ds is None:
+        return default
+    value = ds.get(keyword)
+    try:
+        return float(value) if value not in (None, "") else default
+    except (TypeError, ValueError):
+        return default
+
+
+def _name_some(frames: Sequence[Frame]) -> str:
+    names = [f.label for f in frames[:_MAX_NAMED]]
+    more = len(frames) - len(names)
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")
+
+
+def _majority_split(frames: Sequence[Frame], key) -> tuple[object, list[Frame]]:
+    """Return the most common key value and the frames that differ from it."""
+    counts = Counter(key(f) for f in frames)
+    common = counts.most_common(1)[0][0]
+    return common, [f for f in frames if key(f) != common]
+
+
+def _clusters(frames: Sequence[Frame], vector, tolerance: float) -> list[list[Frame]]:
+    """Group frames whose vectors agree within ``tolerance``, largest group first."""
+    groups: list[list[Frame]] = []
+    for frame in frames:
+        value = vector(frame)
+        for group in groups:
+            if np.max(np.abs(vector(group[0]) - value)) <= tolerance:
+                group.append(frame)
+                break
+        else:
+            groups.append([frame])
+    return sorted(groups, key=len, reverse=True)
+
+
+def check_frames(
+    frames: Sequence[Frame],
+    *,
+    sop_class_uid: str = "",
+    modality: str = "",
+    tolerances: SeriesTolerances | None = None,
+) -> tuple[SeriesLayout | None, list[Problem]]:
+    """Check that ``frames`` form one regular 3D grid and work out that grid.
+
+    Returns
+    -------
+    (layout, problems)
+        ``layout`` is None when an error-level problem prevents building the volume.
+    """
+    tol = tolerances or SeriesTolerances()
+    reason = non_image_reason(sop_class_uid, modality)
+    if reason:
+        return None, [
+            Problem(
+                ProblemCode.NOT_AN_IMAGE,
+                f"not an image series: it holds {reason} ({sop_class_name(sop_class_uid)}), "
+                "which cannot be read as a volume",
+            )
+        ]
+    if not frames:
+        return None, [Problem(ProblemCode.NOT_AN_IMAGE, "the series holds no image")]
+
+    color = [f for f in frames if f.samples_per_pixel != 1]
+    if color:
+        names = list(dict.fromkeys(f.file.name for f in color))
+        shown = ", ".join(names[:_MAX_NAMED]) + (
+            f" and {len(names) - _MAX_NAMED} more files" if len(names) > _MAX_NAMED else "")
+        return None, [Problem(
+            ProblemCode.UNSUPPORTED_PIXELS,
+            f"colour images are not supported ({color[0].samples_per_pixel} samples per pixel "
+            f"in {shown}); CaseIterator reads greyscale volumes",
+        )]
+    problems: list[Problem] = []
+    no_geometry = [
+        f for f in frames if f.position is None or f.orientation is None or f.pixel_spacing is None
+    ]
+    if no_geometry:
+        problems.append(
+            Problem(
+                ProblemCode.MISSING_GEOMETRY,
+                f"no patient geometry (ImagePositionPatient, ImageOrientationPatient or PixelSpacing "
+                f"missing) in {_name_some(no_geometry)}",
+            )
+        )
+        return None, problems
+
+    size, odd = _majority_split(frames, lambda f: (f.columns, f.rows))
+    if odd:
+        sizes = Counter((f.columns, f.rows) for f in frames)
+        listing = ", ".join(f"{n} are {c}x{r}" for (c, r), n in sizes.most_common())
+        problems.append(
+            Problem(
+                ProblemCode.MIXED_SIZE,
+                f"mixed matrix size within the series: {listing} (odd ones: {_name_some(odd)})",
+            )
+        )
+    groups = _clusters(frames, lambda f: f.orientation, tol.orientation)
+    if len(groups) > 1:
+        listing = "; ".join(
+            f"{len(g)} {'image is' if len(g) == 1 else 'images are'} oriented "
+            f"{_fmt_vec(g[0].orientation)} ({_name_some(g)})"
+            for g in groups[:_MAX_NAMED]
+        )
+        more = (
+            f"; and {len(groups) - _MAX_NAMED} more orientations"
+            if len(groups) > _MAX_NAMED
+            else ""
+        )
+        problems.append(
+            Problem(
+                ProblemCode.MIXED_ORIENTATION,
+                f"mixed slice orientation within the series ({len(groups)} orientations): "
+                f"{listing}{more}",
+            )
+        )
+    _, odd = _majority_split(frames, lambda f: tuple(round(s, 4) for s in f.pixel_spacing))
+    if odd:
+        problems.append(
+            Problem(
+                ProblemCode.MIXED_PIXEL_SPACING,
+                f"mixed pixel spacing within the series: {_name_some(odd)} "
+                f"{'has' if len(odd) == 1 else 'have'} {odd[0].pixel_spacing} mm",
+            )
+        )
+    if problems:
+        return None, problems
+    if len(frames) == 1:
+        return None, [
+            Problem(
+                ProblemCode.SINGLE_SLICE,
+                f"single-slice series ({frames[0].label}): a volume needs at least two slices",
+            )
+        ]
+
+    orientation = frames[0].orientation
+    assert orientation is not None
+    row_dir, col_dir = _unit(orientation[:3]), _unit(orientation[3:])
+    normal = _unit(np.cross(row_dir, col_dir))
+    positions = np.array([f.position for f in frames])
+    along = positions @ normal
+    order = np.argsort(along, kind="stable")
+    frames = [frames[i] for i in order]
+    positions, along = positions[order], along[order]
+    steps = np.diff(along)
+
+    duplicates = np.flatnonzero(steps < 1e-3)
+    if duplicates.size:
+        first = int(duplicates[0])
+        problems.append(
+            Problem(
+                ProblemCode.DUPLICATE_POSITION,
+                f"{duplicates.size + 1 if duplicates.size == 1 else duplicates.size} images share "
+                f"a slice position (first: {frames[first].label} and {frames[first + 1].label} at "
+                f"{_axis_name(normal)}={along[first]:.2f} mm): the series holds more than one volume "
+                "(phases, echoes or repeats); select one of them",
+            )
+        )
+        return None, problems
+
+    # Gantry tilt: slices stack along a line that is not the slice normal.
+    in_plane = (positions - positions[0]) - np.outer(along - along[0], normal)
+    drift = np.linalg.norm(in_plane, axis=1)
+    if drift.max() > tol.tilt_mm:
+        angle = np.degrees(np.arctan2(drift[-1], along[-1] - along[0]))
+        problems.append(
+            Problem(
+                ProblemCode.GANTRY_TILT,
+                f"gantry tilt of {angle:.1f}° (slices shift {drift[-1]:.1f} mm sideways from "
+                f"{frames[0].label} to {frames[-1].label}): the slices do not form a rectangular "
+                "volume; reconstruct the series without tilt",
+            )
+        )
+        return None, problems
+
+    median = float(np.median(steps))
+    tolerance = max(tol.spacing_mm, tol.spacing_rel * median)
+    axis = _axis_name(normal)
+    gaps = np.flatnonzero(steps > tol.missing_factor * median)
+    if gaps.size:
+        descriptions = []
+        for g in gaps[:_MAX_NAMED]:
+            missing = max(1, round(steps[g] / median) - 1)
+            descriptions.append(
+                f"{missing} missing slice{'s' if missing > 1 else ''} between "
+                f"{axis}={along[g]:.2f} mm ({frames[g].label}) and {axis}={along[g + 1]:.2f} mm "
+                f"({frames[g + 1].label})"
+            )
+        more = f" and {gaps.size - _MAX_NAMED} more gaps" if gaps.size > _MAX_NAMED else ""
+        problems.append(
+            Problem(
+                ProblemCode.MISSING_SLICE,
+                "series has "
+                + "; ".join(descriptions)
+                + more
+                + f" (usual spacing {median:.2f} mm)",
+            )
+        )
+        return None, problems
+    deviation = np.abs(steps - median)
+    if deviation.max() > tolerance:
+        worst = int(np.argmax(deviation))
+        problems.append(
+            Problem(
+                ProblemCode.NONUNIFORM_SPACING,
+                f"non-uniform slice spacing: from {steps.min():.3f} to {steps.max():.3f} mm "
+                f"(tolerance {tolerance:.3f} mm); the most different step is between "
+                f"{frames[worst].label} ({axis}={along[worst]:.2f} mm) and {frames[worst + 1].label} "
+                f"({axis}={along[worst + 1]:.2f} mm)",
+            )
+        )
+        return None, problems
+
+    spacing_k = float((along[-1] - along[0]) / (len(frames) - 1))
+    row_spacing, col_spacing = frames[0].pixel_spacing  # type: ignore[misc]
+    geometry = Geometry(
+        size=(int(size[0]), int(size[1]), len(frames)),
+        origin=tuple(float(v) for v in positions[0]),  # type: ignore[arg-type]
+        spacing=(float(col_spacing), float(row_spacing), spacing_k),
+        direction=np.column_stack([row_dir, col_dir, normal]),
+    )
+    return SeriesLayout(tuple(frames), geometry, tuple(problems)), problems
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector)
+
+
+def _axis_name(normal: np.ndarray) -> str:
+    """'z' for axial stacks, 'x' sagittal, 'y' coronal, 'position' when oblique."""
+    axis = int(np.argmax(np.abs(normal)))
+    return "xyz"[axis] if abs(normal[axis]) > 0.9 else "position"
+
+
+def _fmt_vec(values: np.ndarray | None) -> str:
+    if values is None:
+        return "(none)"
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
+
+
+def pixel_values(
+    layout: SeriesLayout,
+    datasets: dict[Path, Dataset],
+) -> tuple[np.ndarray | None, list[Problem]]:
+    """Decode the frames of ``layout`` in slice order, with rescale slope/intercept applied.
+
+    The result is ``int16`` when every rescaled value fits, else ``int32`` for integer rescales,
+    else ``float32``. Decoding failures name the file and the transfer syntax.
+    """
+    decoded: dict[Path, np.ndarray] = {}
+    problems: list[Problem] = []
+    for path in dict.fromkeys(f.file for f in layout.frames):
+        ds = datasets[path]
+        try:
+            array = ds.pixel_array
+        except Exception as exc:  # pydicom raises many types for bad pixel data
+            problems.append(_decode_problem(path, ds, exc))
+            continue
+        decoded[path] = array
+    if problems:
+        return None, problems
+
+    frames = layout.frames
+    raw = np.empty(layout.geometry.shape, dtype=_raw_dtype(decoded.values()))
+    for k, frame in enumerate(frames):
+        array = decoded[frame.file]
+        plane = array if frame.frame_index is None else array[frame.frame_index]
+        if plane.shape != raw.shape[1:]:
+            return None, [
+                Problem(
+                    ProblemCode.UNSUPPORTED_PIXELS,
+                    f"{frame.label}: decoded image is {plane.shape} pixels but the header says "
+                    f"{frame.rows}x{frame.columns}",
+                )
+            ]
+        raw[k] = plane
+    return _rescale(raw, frames), []
+
+
+def _raw_dtype(arrays) -> np.dtype:
+    return np.result_type(*[a.dtype for a in arrays])
+
+
+def _rescale(raw: np.ndarray, frames: Sequence[Frame]) -> np.ndarray:
+    slopes = np.array([f.slope for f in frames])
+    intercepts = np.array([f.intercept for f in frames])
+    if (
+        np.all(slopes == 1)
+        and np.all(intercepts == 0)
+        and raw.dtype in (np.int16, np.uint8, np.int8)
+    ):
+        return raw
+    integral = np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))
+    if not integral:
+        out = raw.astype(np.float32)
+        out *= slopes.astype(np.float32)[:, None, None]
+        out += intercepts.astype(np.float32)[:, None, None]
+        return out
+    low, high = int(raw.min()), int(raw.max())
+    candidates = [low * slopes + intercepts, high * slopes + intercepts]
+    lowest, highest = min(c.min() for c in candidates), max(c.max() for c in candidates)
+    info16 = np.iinfo(np.int16)
+    dtype = np.int16 if info16.min <= lowest and highest <= info16.max else np.int32
+    out = raw.astype(dtype)
+    if np.any(slopes != 1):
+        out *= slopes.astype(dtype)[:, None, None]
+    if np.any(intercepts != 0):
+        out += intercepts.astype(dtype)[:, None, None]
+    return out
+
+
+def _decode_problem(path: Path, ds: Dataset, exc: Exception) -> Problem:
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    syntax_text = f"{syntax.name} ({syntax})" if syntax else "unknown transfer syntax"
+    text = str(exc)
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        return Problem(ProblemCode.UNREADABLE_FILE, f"{path.name}: the file has no pixel data")
+    if "length" in text.lower() and ("expected" in text.lower() or "doesn't match" in text):
+        return Problem(
+            ProblemCode.UNREADABLE_FILE,
+            f"{path.name}: pixel data is truncated or the wrong size ({text.strip()}); "
+            "the file is damaged: send it again from the scanner or PACS",
+        )
+    if syntax is not None and syntax.is_compressed:
+        return Problem(
+            ProblemCode.UNDECODABLE,
+            f"{path.name}: cannot decode compressed pixel data in {syntax_text}: {text.strip()}; "
+            "convert the series to an uncompressed transfer syntax (for example with "
+            "'gdcmconv --raw') or ask the PACS to send it uncompressed",
+        )
+    return Problem(
+        ProblemCode.UNREADABLE_FILE,
+        f"{path.name}: cannot read pixel data ({syntax_text}): {text.strip()}",
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class DicomSeriesInfo:
+    """What a result must reference about the source series, and the header to copy from."""
+
+    study_uid: str
+    series_uid: str
+    frame_of_reference_uid: str
+    sop_class_uid: str
+    #: SOP Instance UID per slice ``k`` (repeated for frames of one multi-frame file).
+    sop_instance_uids: tuple[str, ...]
+    #: 1-based frame number per slice ``k`` for multi-frame sources, else None.
+    frame_numbers: tuple[int | None, ...]
+    files: tuple[Path, ...]
+    #: Header of the first instance without pixel data (patient and study modules for results).
+    header: Dataset
+    window: tuple[float, float] | None = None
+
+
+def series_volume(
+    datasets: dict[Path, Dataset],
+    *,
+    tolerances: SeriesTolerances | None = None,
+    pixels: bool = True,
+) -> tuple[Volume | Geometry | None, DicomSeriesInfo | None, list[Problem]]:
+    """Build the volume (or, with ``pixels=False``, only the grid) of one series.
+
+    Parameters
+    ----------
+    datasets
+        The instances of one series by file path (full datasets when ``pixels`` is True).
+    tolerances
+        Geometry check tolerances.
+    pixels
+        Whether to decode pixel data; False only checks headers and returns the geometry.
+    """
+    if not datasets:
+        return None, None, [Problem(ProblemCode.NOT_AN_IMAGE, "the series holds no file")]
+    first_path, first = next(iter(datasets.items()))
+    series_uids = {str(ds.get("SeriesInstanceUID", "")) for ds in datasets.values()}
+    if len(series_uids) > 1:
+        return (
+            None,
+            None,
+            [
+                Problem(
+                    ProblemCode.MULTIPLE_SERIES,
+                    f"the files belong to {len(series_uids)} different series; give one series",
+                )
+            ],
+        )
+    sop_class = str(first.get("SOPClassUID", ""))
+    modality = str(first.get("Modality", ""))
+    frames = [frame for path, ds in datasets.items() for frame in frames_of(ds, path)]
+    multi_frame_files = [
+        p for p, ds in datasets.items() if header_int(ds, "NumberOfFrames", 1) > 1
+    ]
+    if multi_frame_files and len(datasets) > 1:
+        return (
+            None,
+            None,
+            [
+                Problem(
+                    ProblemCode.MULTIPLE_SERIES,
+                    f"the series mixes {len(multi_frame_files)} multi-frame file(s) "
+                    f"({multi_frame_files[0].name}) with other files; CaseIterator reads one multi-frame "
+                    "object or a stack of single-frame images",
+                )
+            ],
+        )
+    layout, problems = check_frames(
+        frames, sop_class_uid=sop_class, modality=modality, tolerances=tolerances
+    )
+    if layout is None:
+        return None, None, problems
+    info = DicomSeriesInfo(
+        study_uid=str(first.get("StudyInstanceUID", "")),
+        series_uid=str(first.get("SeriesInstanceUID", "")),
+        frame_of_reference_uid=str(first.get("FrameOfReferenceUID", "")),
+        sop_class_uid=sop_class,
+        sop_instance_uids=tuple(f.sop_instance_uid for f in layout.frames),
+        frame_numbers=tuple(
+            None if f.frame_index is None else f.frame_index + 1 for f in layout.frames
+        ),
+        files=tuple(dict.fromkeys(f.file for f in layout.frames)),
+        header=_header_copy(first),
+        window=_window(first),
+    )
+    del first_path
+    if not pixels:
+        return layout.geometry, info, list(layout.warnings)
+    array, pixel_problems = pixel_values(layout, datasets)
+    if array is None:
+        return None, info, pixel_problems
+    return Volume(array, layout.geometry), info, list(layout.warnings)
+
+
+def _header_copy(ds: Dataset) -> Dataset:
+    header = Dataset()
+    for element in ds:
+        if element.tag.group in (0x7FE0,) or element.keyword in (
+            "PerFrameFunctionalGroupsSequence",
+            "PixelData",
+            "FloatPixelData",
+            "DoubleFloatPixelData",
+        ):
+            continue
+        header.add(element)
+    if hasattr(ds, "file_meta"):
+        header.file_meta = ds.file_meta
+    return header
+
+
+def _window(ds: Dataset) -> tuple[float, float] | None:
+    """Window centre and width from the header (first value when several), if present."""
+    source = ds
+    shared = _first(ds, "SharedFunctionalGroupsSequence")
+    voi = _first(shared, "FrameVOILUTSequence") if shared is not None else None
+    if voi is not None:
+        source = voi
+    center, width = source.get("WindowCenter"), source.get("WindowWidth")
+    if center is None or width is None:
+        return None
+    try:
+        center = float(
+            center[0] if hasattr(center, "__len__") and not isinstance(center, str) else center
+        )
+        width = float(
+            width[0] if hasattr(width, "__len__") and not isinstance(width, str) else width
+        )
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (center, width) if width > 0 else None

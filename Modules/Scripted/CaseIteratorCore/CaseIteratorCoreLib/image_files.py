@@ -1,0 +1,140 @@
+"""Reading image files (NRRD, NIfTI, MHA... through SimpleITK) and DICOM series folders."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from .dicom_files import read_full, read_header
+from .dicom_series import DicomSeriesInfo, SeriesTolerances, series_volume
+from .geometry import Geometry, Volume
+from .problems import Problem, ProblemCode
+
+
+def _geometry_of(reader_or_image) -> Geometry:
+    size = reader_or_image.GetSize()
+    return Geometry(
+        size=(int(size[0]), int(size[1]), int(size[2]) if len(size) > 2 else 1),
+        origin=tuple(float(v) for v in reader_or_image.GetOrigin()[:3]),  # type: ignore[arg-type]
+        spacing=tuple(float(v) for v in reader_or_image.GetSpacing()[:3]),  # type: ignore[arg-type]
+        direction=np.array(reader_or_image.GetDirection(), dtype=float).reshape(
+            len(size), len(size)
+        )[:3, :3],
+    )
+
+
+def file_geometry(path: Path) -> tuple[Geometry | None, list[Problem]]:
+    """Read only the header of an image file and return its grid."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        return None, [_unreadable(path, exc)]
+    if reader.GetDimension() not in (3, 4):
+        return None, [
+            Problem(
+                ProblemCode.UNSUPPORTED_PIXELS,
+                f"{path.name} is a {reader.GetDimension()}D image; CaseIterator reads 3D volumes",
+            )
+        ]
+    return _geometry_of(reader), []
+
+
+def read_image_file(path: Path) -> tuple[Volume | None, list[Problem]]:
+    """Read a 3D image file with SimpleITK into a :class:`Volume`."""
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        return None, [_unreadable(path, exc)]
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    if image.GetDimension() != 3:
+        return None, [
+            Problem(
+                ProblemCode.UNSUPPORTED_PIXELS,
+                f"{path.name} is a {image.GetDimension()}D image with size {image.GetSize()}; "
+                "CaseIterator reads 3D volumes",
+            )
+        ]
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        return None, [
+            Problem(
+                ProblemCode.UNSUPPORTED_PIXELS,
+                f"{path.name} has {image.GetNumberOfComponentsPerPixel()} values per voxel (colour "
+                "or vector image); CaseIterator reads scalar volumes",
+            )
+        ]
+    return Volume(sitk.GetArrayFromImage(image), _geometry_of(image)), []
+
+
+def _unreadable(path: Path, exc: Exception) -> Problem:
+    first_line = str(exc).strip().splitlines()
+    detail = next((line for line in reversed(first_line) if line.strip()), "")
+    return Problem(
+        ProblemCode.UNREADABLE_FILE,
+        f"{path.name}: cannot be read as an image ({detail.strip()[:200]}); check that the file "
+        "is complete and in a format such as NRRD, NIfTI or MHA",
+    )
+
+
+def dicom_files_in(folder: Path) -> tuple[dict[str, list[Path]], list[tuple[Path, str]]]:
+    """Group the DICOM files under ``folder`` (recursively) by SeriesInstanceUID.
+
+    Returns the groups and the (file, reason) pairs of files that are not usable DICOM.
+    """
+    groups: dict[str, list[Path]] = defaultdict(list)
+    skipped: list[tuple[Path, str]] = []
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(root) / name
+            ds, reason = read_header(path, tags=["SeriesInstanceUID", "SOPClassUID"])
+            if ds is None:
+                skipped.append((path, reason or "unreadable"))
+                continue
+            groups[str(ds.get("SeriesInstanceUID", ""))].append(path)
+    return dict(groups), skipped
+
+
+def read_dicom_files(
+    files: list[Path] | tuple[Path, ...],
+    *,
+    pixels: bool = True,
+    tolerances: SeriesTolerances | None = None,
+) -> tuple[Volume | Geometry | None, DicomSeriesInfo | None, list[Problem]]:
+    """Read the files of one DICOM series and build its checked volume (or grid only).
+
+    Files that cannot be read are problems naming the file: a series with an unreadable
+    slice is not loaded, since the volume would silently have a hole.
+    """
+    datasets = {}
+    problems = []
+    for path in files:
+        if not path.is_file():
+            problems.append(Problem(ProblemCode.MISSING_FILE, f"{path} no longer exists"))
+            continue
+        if pixels:
+            try:
+                datasets[path] = read_full(path)
+            except Exception as exc:  # pydicom raises many types for damaged files
+                problems.append(
+                    Problem(
+                        ProblemCode.UNREADABLE_FILE,
+                        f"{path.name}: unreadable DICOM file ({type(exc).__name__}: {exc}); the "
+                        "file is damaged: send it again from the scanner or PACS",
+                    )
+                )
+        else:
+            ds, reason = read_header(path)
+            if ds is None:
+                problems.append(Problem(ProblemCode.UNREADABLE_FILE, f"{path.name}: {reason}"))
+            else:
+                datasets[path] = ds
+    if problems:
+        return None, None, problems
+    return series_volume(datasets, tolerances=tolerances, pixels=pixels)
