@@ -1,0 +1,88 @@
+"""Generic test fixtures: per-test data folder and the real Orthanc server.
+
+Module-specific fixtures belong in ``Testing/unit/conftest.py`` (and siblings), not here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+TESTING_DIR = Path(__file__).resolve().parent
+if str(TESTING_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTING_DIR))  # so tests and benchmarks can `import orthanc_server`
+
+from orthanc_server import OrthancServer, OrthancUnavailable  # noqa: E402
+
+#: Set by Testing/run_tests.sh: a missing Orthanc then fails the orthanc tests (no silent skip).
+REQUIRE_ORTHANC_ENV = "CASEITERATOR_REQUIRE_ORTHANC"
+
+
+def orthanc_required() -> bool:
+    return os.environ.get(REQUIRE_ORTHANC_ENV, "") not in ("", "0")
+
+
+def start_orthanc(**kwargs: object) -> OrthancServer:
+    """Start an ``OrthancServer``; skip (or fail, when required) if Orthanc is not installed."""
+    try:
+        return OrthancServer(**kwargs)  # type: ignore[arg-type]
+    except OrthancUnavailable as exc:
+        if orthanc_required():
+            pytest.fail(f"{REQUIRE_ORTHANC_ENV}=1 but {exc}", pytrace=False)
+        pytest.skip(f"Orthanc not available: {exc}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the ``orthanc`` fixture get the ``orthanc`` marker (for ``-m``)."""
+    for item in items:
+        if "orthanc" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.orthanc)
+
+
+@pytest.fixture(scope="session")
+def orthanc() -> Iterator[OrthancServer]:
+    """One real Orthanc (DICOMweb, no authentication) shared by the whole test session.
+
+    Tests share its storage: use fresh UIDs per test, or call ``orthanc.clear()``.
+    """
+    server = start_orthanc()
+    try:
+        yield server
+    finally:
+        server.close(graceful=False)  # its storage is thrown away: no need to wait ~3.5 s
+
+
+@pytest.fixture
+def orthanc_factory() -> Iterator[Callable[..., OrthancServer]]:
+    """Start extra Orthanc servers of one test's own (``users=``, ``extra_config=``, ...).
+
+    For tests that need authentication, or that stop, kill or restart the server. Every
+    server started through the factory is closed when the test ends.
+    """
+    servers: list[OrthancServer] = []
+
+    def factory(**kwargs: object) -> OrthancServer:
+        server = start_orthanc(**kwargs)
+        servers.append(server)
+        return server
+
+    yield factory
+    for server in servers:
+        server.close(graceful=False)  # its storage is thrown away: no need to wait ~3.5 s
+
+
+@pytest.fixture(autouse=True)
+def caseiterator_data_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Point ``$CASEITERATOR_DATA_DIR`` at a fresh folder: tests never touch the user's data.
+
+    Autouse; request it by name to get the folder.
+    """
+    data_dir = tmp_path_factory.mktemp("caseiterator-data")
+    monkeypatch.setenv("CASEITERATOR_DATA_DIR", str(data_dir))
+    return data_dir
