@@ -1,0 +1,85 @@
+"""``caseiterator validate``: check every case of a batch, list what is wrong."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from CaseIteratorCoreLib.batch_file import load_batch
+from CaseIteratorCoreLib.errors import BatchDefinitionError
+from CaseIteratorCoreLib.loading import CaseReport, inspect_case
+from CaseIteratorCoreLib.sources import open_source
+
+from . import console
+
+
+def _unusable(message: str, as_json: bool) -> int:
+    if as_json:
+        console.print_json({"error": message, "cases": [], "skipped": []})
+    console.err.print(f"[red]error:[/red] {escape(message)}")
+    return 2
+
+
+def run_validate(source_path: str, *, as_json: bool = False, pixels: bool = True) -> int:
+    """Check a batch; print a table (or JSON); return 0, 1 or 2 (see ``caseiterator --help``)."""
+    try:
+        batch = load_batch(source_path)
+        source = open_source(batch)
+    except BatchDefinitionError as exc:
+        return _unusable(str(exc), as_json)
+    reports: list[CaseReport] = []
+    with source, console.progress_bar("Checking cases") as progress:
+        try:
+            cases = list(source.iter_cases(progress))
+        except BatchDefinitionError as exc:
+            return _unusable(str(exc), as_json)
+        for number, case in enumerate(cases):
+            progress(number, len(cases), case.name)
+            reports.append(inspect_case(source, case, pixels=pixels))
+        progress(len(cases), len(cases), "done")
+    skipped = source.skipped
+    if not reports:
+        reason = f"the batch has no cases ({len(skipped)} files or series skipped)"
+        if skipped:
+            reason += f"; first skipped: {skipped[0].path}: {skipped[0].reason}"
+        if as_json:
+            console.print_json({"error": reason, "cases": [], "skipped": [
+                {"path": s.path, "reason": s.reason} for s in skipped]})
+        else:
+            console.err.print(f"[red]error:[/red] {escape(reason)}")
+        return 2
+    bad = [r for r in reports if not r.ok]
+    if as_json:
+        console.print_json({
+            "cases": [
+                {"id": r.case.id, "ok": r.ok, "problems": [p.message for p in r.problems]}
+                for r in reports
+            ],
+            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+        })
+    else:
+        _print_table(batch.name, reports, bad, skipped)
+    return 1 if bad else 0
+
+
+def _print_table(name: str, reports: list[CaseReport], bad: list[CaseReport], skipped) -> None:
+    table = Table(title=f"{escape(name)}: {len(reports)} cases", title_justify="left")
+    table.add_column("#", justify="right")
+    table.add_column("Case")
+    table.add_column("Status")
+    table.add_column("Problems")
+    for report in reports:
+        status = "[green]ok[/green]" if report.ok else (
+            "[red]error[/red]" if any(p.is_error for p in report.problems)
+            else "[yellow]warning[/yellow]")
+        problems = "\n".join(escape(p.message) for p in report.problems)
+        table.add_row(str(report.case.index + 1), escape(report.case.name), status, problems)
+    console.out.print(table)
+    if skipped:
+        console.out.print(f"{len(skipped)} files or series skipped:")
+        for item in skipped[:20]:
+            console.out.print(f"  {escape(item.path)}: {escape(item.reason)}")
+        if len(skipped) > 20:
+            console.out.print(f"  ... and {len(skipped) - 20} more (see --json)")
+    verdict = "all cases are fine" if not bad else f"{len(bad)} of {len(reports)} cases have problems"
+    console.out.print(verdict)
