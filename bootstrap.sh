@@ -172,19 +172,19 @@ demo)
         say "making the demo batch: caseiterator demo-data $DATA/demo"
         "$VENV/bin/caseiterator" demo-data "$DATA/demo"
     fi
-    if [[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}${QT_QPA_PLATFORM:-}" ]]; then
-        say "note: no DISPLAY: run under xvfb-run, or set QT_QPA_PLATFORM=offscreen"
-    fi
     if "$VENV/bin/caseiterator" app --help >/dev/null 2>&1; then
-        say "starting: caseiterator app $BATCH $*"
+        if [[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}${QT_QPA_PLATFORM:-}" ]]; then
+            say "note: no DISPLAY: run under xvfb-run, or set QT_QPA_PLATFORM=offscreen"
+        fi
+        say "starting: caseiterator app $BATCH${*:+ $*}"
         exec "$VENV/bin/caseiterator" app "$BATCH" "$@"
     fi
-    say "no 'app' command yet: caseiterator validate $BATCH $*"
+    say "no 'app' command yet: caseiterator validate $BATCH${*:+ $*}"
     exec "$VENV/bin/caseiterator" validate "$BATCH" "$@"
     ;;
 test)
     setup test
-    say "running: Testing/run_tests.sh $*"
+    say "running: Testing/run_tests.sh${*:+ $*}"
     exec "$ROOT/Testing/run_tests.sh" "$@"
     ;;
 setup)
