@@ -10,10 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from rich.markup import escape
-
 from CaseIteratorCoreLib import __version__
 from CaseIteratorCoreLib.errors import CaseIteratorError
+from rich.markup import escape
 
 from . import console
 
@@ -30,8 +29,11 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("source", help="batch .toml file, CSV table or DICOM folder")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--headers-only", action="store_true",
-                        help="check headers and geometry only, without decoding pixels")
+    parser.add_argument(
+        "--headers-only",
+        action="store_true",
+        help="check headers and geometry only, without decoding pixels",
+    )
     parser.set_defaults(run=_run_validate)
 
 
@@ -56,8 +58,9 @@ def _add_demo_data(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("folder", type=Path, help="folder to write into (created)")
     parser.add_argument("--cases", type=int, default=3, help="number of studies (default 3)")
     parser.add_argument("--size", type=int, default=512, help="image rows and columns")
-    parser.add_argument("--slices", type=int, default=None,
-                        help="slices per series (default: varied, 100-300)")
+    parser.add_argument(
+        "--slices", type=int, default=None, help="slices per series (default: varied, 100-300)"
+    )
     parser.set_defaults(run=_run_demo_data)
 
 
@@ -80,8 +83,9 @@ def _run_demo_data(args: argparse.Namespace) -> int:
         console.err.print(f"[red]--cases must be at least 1, got {args.cases}[/red]")
         return EXIT_UNUSABLE
     with console.progress_bar("Writing demo studies") as progress:
-        batch = write_demo_batch(args.folder, args.cases, size=args.size, n_slices=args.slices,
-                                 progress=progress)
+        batch = write_demo_batch(
+            args.folder, args.cases, size=args.size, n_slices=args.slices, progress=progress
+        )
     console.err.print(f"Wrote {args.cases} demo studies; batch file:")
     console.out.print(str(batch))
     return EXIT_OK

@@ -11,9 +11,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-#: Human output goes to stderr so that ``--json`` output on stdout stays clean.
-err = Console(stderr=True, highlight=False)
-out = Console(highlight=False, soft_wrap=True)
+#: Tables piped to a file or a log get a generous width instead of rich's 80 columns.
+_PIPE_WIDTH = 160
+
+#: Messages go to stderr so that ``--json`` output on stdout stays clean; they are never wrapped
+#: (a path broken over two lines cannot be copied).
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+out = Console(highlight=False, width=None if sys.stdout.isatty() else _PIPE_WIDTH)
 
 
 def print_json(data: Any) -> None:

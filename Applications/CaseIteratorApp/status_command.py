@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
-from rich.table import Table
-
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.paths import default_reader
 from CaseIteratorCoreLib.progress_store import CaseStatus, ProgressStore
 from CaseIteratorCoreLib.sources import open_source
+from rich.markup import escape
+from rich.table import Table
 
 from . import console
 
@@ -24,32 +23,40 @@ def run_status(source_path: str, *, reader: str | None = None, as_json: bool = F
         states = {case.id: view.get(case.id) for case in cases}
         counts = view.counts([case.id for case in cases])
     if as_json:
-        console.print_json({
-            "batch": batch.name,
-            "reader": reader,
-            "counts": {str(status): counts.get(status, 0) for status in CaseStatus},
-            "cases": [
-                {
-                    "id": case.id,
-                    "name": case.name,
-                    "status": str(states[case.id].status),
-                    "reason": states[case.id].reason,
-                    "seconds": round(states[case.id].seconds, 1),
-                    "results": list(states[case.id].results),
-                }
-                for case in cases
-            ],
-        })
+        console.print_json(
+            {
+                "batch": batch.name,
+                "reader": reader,
+                "counts": {str(status): counts.get(status, 0) for status in CaseStatus},
+                "cases": [
+                    {
+                        "id": case.id,
+                        "name": case.name,
+                        "status": str(states[case.id].status),
+                        "reason": states[case.id].reason,
+                        "seconds": round(states[case.id].seconds, 1),
+                        "results": list(states[case.id].results),
+                    }
+                    for case in cases
+                ],
+            }
+        )
         return 0
     summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in CaseStatus)
-    table = Table(title=f"{escape(batch.name)} — reader {escape(reader)}: {summary}",
-                  title_justify="left")
+    table = Table(
+        title=f"{escape(batch.name)} — reader {escape(reader)}: {summary}", title_justify="left"
+    )
     for column in ("#", "Case", "Status", "Time", "Note"):
         table.add_column(column, justify="right" if column in ("#", "Time") else "left")
     for case in cases:
         state = states[case.id]
         minutes, seconds = divmod(int(state.seconds), 60)
-        table.add_row(str(case.index + 1), escape(case.name), str(state.status),
-                      f"{minutes}:{seconds:02d}", escape(state.reason or ""))
+        table.add_row(
+            str(case.index + 1),
+            escape(case.name),
+            str(state.status),
+            f"{minutes}:{seconds:02d}",
+            escape(state.reason or ""),
+        )
     console.out.print(table)
     return 0

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
-from rich.table import Table
-
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.errors import BatchDefinitionError
 from CaseIteratorCoreLib.loading import CaseReport, inspect_case
 from CaseIteratorCoreLib.sources import open_source
+from rich.markup import escape
+from rich.table import Table
 
 from . import console
 
@@ -43,20 +42,27 @@ def run_validate(source_path: str, *, as_json: bool = False, pixels: bool = True
         if skipped:
             reason += f"; first skipped: {skipped[0].path}: {skipped[0].reason}"
         if as_json:
-            console.print_json({"error": reason, "cases": [], "skipped": [
-                {"path": s.path, "reason": s.reason} for s in skipped]})
+            console.print_json(
+                {
+                    "error": reason,
+                    "cases": [],
+                    "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+                }
+            )
         else:
             console.err.print(f"[red]error:[/red] {escape(reason)}")
         return 2
     bad = [r for r in reports if not r.ok]
     if as_json:
-        console.print_json({
-            "cases": [
-                {"id": r.case.id, "ok": r.ok, "problems": [p.message for p in r.problems]}
-                for r in reports
-            ],
-            "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
-        })
+        console.print_json(
+            {
+                "cases": [
+                    {"id": r.case.id, "ok": r.ok, "problems": [p.message for p in r.problems]}
+                    for r in reports
+                ],
+                "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+            }
+        )
     else:
         _print_table(batch.name, reports, bad, skipped)
     return 1 if bad else 0
@@ -69,9 +75,15 @@ def _print_table(name: str, reports: list[CaseReport], bad: list[CaseReport], sk
     table.add_column("Status")
     table.add_column("Problems")
     for report in reports:
-        status = "[green]ok[/green]" if report.ok else (
-            "[red]error[/red]" if any(p.is_error for p in report.problems)
-            else "[yellow]warning[/yellow]")
+        status = (
+            "[green]ok[/green]"
+            if report.ok
+            else (
+                "[red]error[/red]"
+                if any(p.is_error for p in report.problems)
+                else "[yellow]warning[/yellow]"
+            )
+        )
         problems = "\n".join(escape(p.message) for p in report.problems)
         table.add_row(str(report.case.index + 1), escape(report.case.name), status, problems)
     console.out.print(table)
@@ -81,5 +93,7 @@ def _print_table(name: str, reports: list[CaseReport], bad: list[CaseReport], sk
             console.out.print(f"  {escape(item.path)}: {escape(item.reason)}")
         if len(skipped) > 20:
             console.out.print(f"  ... and {len(skipped) - 20} more (see --json)")
-    verdict = "all cases are fine" if not bad else f"{len(bad)} of {len(reports)} cases have problems"
+    verdict = (
+        "all cases are fine" if not bad else f"{len(bad)} of {len(reports)} cases have problems"
+    )
     console.out.print(verdict)

@@ -60,8 +60,11 @@ def write_series(
         ds.PatientID, ds.PatientName = "TEST-1", "Test^Patient"
         ds.StudyDate, ds.SeriesNumber, ds.InstanceNumber = "20260101", 1, k + 1
         ds.SeriesDescription = "test series"
-        position = (np.array(positions[k], float) if positions is not None
-                    else np.array(origin, float) + k * dz * normal)
+        position = (
+            np.array(positions[k], float)
+            if positions is not None
+            else np.array(origin, float) + k * dz * normal
+        )
         ds.ImagePositionPatient = [f"{v:.4f}" for v in position]
         ds.ImageOrientationPatient = [f"{v:.6f}" for v in orientation]
         ds.PixelSpacing = [f"{v:.4f}" for v in pixel_spacing]

@@ -7,11 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from series_factory import pattern, write_series
-
 from CaseIteratorCoreLib.geometry import Geometry, Volume
 from CaseIteratorCoreLib.image_files import dicom_files_in, read_dicom_files
 from CaseIteratorCoreLib.problems import ProblemCode
+from series_factory import pattern, write_series
 
 
 def read(files):
@@ -164,6 +163,7 @@ def test_truncated_file_is_named(tmp_path: Path) -> None:
     assert volume is None
     assert any("IM0003.dcm" in p.message for p in problems), [p.message for p in problems]
     assert all(p.code is ProblemCode.UNREADABLE_FILE for p in problems)
+    assert "IM0003.dcm: pixel data is truncated (180 of 240 bytes)" in problems[0].message
 
 
 def test_headers_only_does_not_decode(tmp_path: Path) -> None:
@@ -247,7 +247,10 @@ def test_enhanced_multiframe_ct_loads_like_the_classic_series(tmp_path: Path) ->
         ds.ContentDate, ds.ContentTime = "20260101", "120000"
         ds.AcquisitionNumber, ds.KVP, ds.BodyPartExamined = 1, "120", "ABDOMEN"
     enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
-        datasets, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
+        datasets,
+        series_instance_uid=hd.UID(),
+        series_number=2,
+        sop_instance_uid=hd.UID(),
         instance_number=1,
     )
     path = tmp_path / "enhanced.dcm"

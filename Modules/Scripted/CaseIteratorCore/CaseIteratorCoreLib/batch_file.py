@@ -136,9 +136,9 @@ class KeyLocator:
                     return number  # the key is itself a table
                 continue
             match = self._KEY.match(line)
-            if match and current == table and counts.get(current, 0) == index:
-                if match.group(1).strip('"') == key_name:
-                    return number
+            in_table = current == table and counts.get(current, 0) == index
+            if match and in_table and match.group(1).strip('"') == key_name:
+                return number
         return header_line
 
     @staticmethod
@@ -305,7 +305,9 @@ def _parse_toml(path: Path) -> BatchDefinition:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
+        # Python 3.11's TOMLDecodeError has no lineno attribute; its message has "at line N".
+        found = re.search(r"at line (\d+)", str(exc))
+        line = getattr(exc, "lineno", None) or (int(found.group(1)) if found else None)
         raise BatchDefinitionError(
             path,
             f"not valid TOML: {exc}.",

@@ -9,9 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom
+import pydicom.config
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
+
+# Real scanners write values that break the letter of the standard (a UID with a trailing dot,
+# "1A" in an IS); reading them without a warning per element keeps logs readable. Problems
+# that matter are reported by the checks, with the file named.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 #: Modalities whose objects are not images a reader can segment.
 NON_IMAGE_MODALITIES = {
@@ -103,7 +109,9 @@ def read_header(path: Path, *, tags: list[str] | None = None) -> tuple[Dataset |
             "1.2.840.10008.1.3.10"
         ):
             return None, "DICOMDIR index file (not an image)"
-        return None, "DICOM file without SOP class or series UID"
+        return None, "incomplete DICOM file: no SeriesInstanceUID (the file may be truncated)"
+    if "SeriesInstanceUID" not in ds:
+        return None, "incomplete DICOM file: no SeriesInstanceUID (the file may be truncated)"
     return ds, None
 
 

@@ -270,12 +270,15 @@ def check_frames(
     if color:
         names = list(dict.fromkeys(f.file.name for f in color))
         shown = ", ".join(names[:_MAX_NAMED]) + (
-            f" and {len(names) - _MAX_NAMED} more files" if len(names) > _MAX_NAMED else "")
-        return None, [Problem(
-            ProblemCode.UNSUPPORTED_PIXELS,
-            f"colour images are not supported ({color[0].samples_per_pixel} samples per pixel "
-            f"in {shown}); CaseIterator reads greyscale volumes",
-        )]
+            f" and {len(names) - _MAX_NAMED} more files" if len(names) > _MAX_NAMED else ""
+        )
+        return None, [
+            Problem(
+                ProblemCode.UNSUPPORTED_PIXELS,
+                f"colour images are not supported ({color[0].samples_per_pixel} samples per pixel "
+                f"in {shown}); CaseIterator reads greyscale volumes",
+            )
+        ]
     problems: list[Problem] = []
     no_geometry = [
         f for f in frames if f.position is None or f.orientation is None or f.pixel_spacing is None
@@ -284,8 +287,8 @@ def check_frames(
         problems.append(
             Problem(
                 ProblemCode.MISSING_GEOMETRY,
-                f"no patient geometry (ImagePositionPatient, ImageOrientationPatient or PixelSpacing "
-                f"missing) in {_name_some(no_geometry)}",
+                "no patient geometry (ImagePositionPatient, ImageOrientationPatient or "
+                f"PixelSpacing missing) in {_name_some(no_geometry)}",
             )
         )
         return None, problems
@@ -357,8 +360,8 @@ def check_frames(
                 ProblemCode.DUPLICATE_POSITION,
                 f"{duplicates.size + 1 if duplicates.size == 1 else duplicates.size} images share "
                 f"a slice position (first: {frames[first].label} and {frames[first + 1].label} at "
-                f"{_axis_name(normal)}={along[first]:.2f} mm): the series holds more than one volume "
-                "(phases, echoes or repeats); select one of them",
+                f"{_axis_name(normal)}={along[first]:.2f} mm): the series holds more than one "
+                "volume (phases, echoes or repeats); select one of them",
             )
         )
         return None, problems
@@ -410,8 +413,8 @@ def check_frames(
                 ProblemCode.NONUNIFORM_SPACING,
                 f"non-uniform slice spacing: from {steps.min():.3f} to {steps.max():.3f} mm "
                 f"(tolerance {tolerance:.3f} mm); the most different step is between "
-                f"{frames[worst].label} ({axis}={along[worst]:.2f} mm) and {frames[worst + 1].label} "
-                f"({axis}={along[worst + 1]:.2f} mm)",
+                f"{frames[worst].label} ({axis}={along[worst]:.2f} mm) and "
+                f"{frames[worst + 1].label} ({axis}={along[worst + 1]:.2f} mm)",
             )
         )
         return None, problems
@@ -520,11 +523,13 @@ def _decode_problem(path: Path, ds: Dataset, exc: Exception) -> Problem:
     text = str(exc)
     if "PixelData" not in ds and "FloatPixelData" not in ds:
         return Problem(ProblemCode.UNREADABLE_FILE, f"{path.name}: the file has no pixel data")
-    if "length" in text.lower() and ("expected" in text.lower() or "doesn't match" in text):
+    expected = _native_pixel_bytes(ds)
+    actual = len(ds.PixelData) if "PixelData" in ds else 0
+    if expected and actual < expected:
         return Problem(
             ProblemCode.UNREADABLE_FILE,
-            f"{path.name}: pixel data is truncated or the wrong size ({text.strip()}); "
-            "the file is damaged: send it again from the scanner or PACS",
+            f"{path.name}: pixel data is truncated ({actual} of {expected} bytes); the file is "
+            "damaged: send it again from the scanner or PACS",
         )
     if syntax is not None and syntax.is_compressed:
         return Problem(
@@ -537,6 +542,21 @@ def _decode_problem(path: Path, ds: Dataset, exc: Exception) -> Problem:
         ProblemCode.UNREADABLE_FILE,
         f"{path.name}: cannot read pixel data ({syntax_text}): {text.strip()}",
     )
+
+
+def _native_pixel_bytes(ds: Dataset) -> int:
+    """Bytes of uncompressed pixel data the header promises (0 when compressed or unknown)."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is None or syntax.is_compressed:
+        return 0
+    bits = header_int(ds, "BitsAllocated", 0)
+    count = (
+        header_int(ds, "Rows", 0)
+        * header_int(ds, "Columns", 0)
+        * header_int(ds, "NumberOfFrames", 1)
+        * header_int(ds, "SamplesPerPixel", 1)
+    )
+    return (count * bits + 7) // 8
 
 
 @dataclass(frozen=True, eq=False)
@@ -592,9 +612,7 @@ def series_volume(
     sop_class = str(first.get("SOPClassUID", ""))
     modality = str(first.get("Modality", ""))
     frames = [frame for path, ds in datasets.items() for frame in frames_of(ds, path)]
-    multi_frame_files = [
-        p for p, ds in datasets.items() if header_int(ds, "NumberOfFrames", 1) > 1
-    ]
+    multi_frame_files = [p for p, ds in datasets.items() if header_int(ds, "NumberOfFrames", 1) > 1]
     if multi_frame_files and len(datasets) > 1:
         return (
             None,
@@ -603,8 +621,8 @@ def series_volume(
                 Problem(
                     ProblemCode.MULTIPLE_SERIES,
                     f"the series mixes {len(multi_frame_files)} multi-frame file(s) "
-                    f"({multi_frame_files[0].name}) with other files; CaseIterator reads one multi-frame "
-                    "object or a stack of single-frame images",
+                    f"({multi_frame_files[0].name}) with other files; CaseIterator reads one "
+                    "multi-frame object or a stack of single-frame images",
                 )
             ],
         )

@@ -115,8 +115,8 @@ def _read_dicom_folder(
             [
                 Problem(
                     ProblemCode.MULTIPLE_SERIES,
-                    f"{folder}: folder holds {len(groups)} DICOM series; point the table at one series' "
-                    "folder, or use a dicom-folder batch to choose series by rule",
+                    f"{folder}: folder holds {len(groups)} DICOM series; point the table at one "
+                    "series' folder, or use a dicom-folder batch to choose series by rule",
                 )
             ],
         )
@@ -145,12 +145,11 @@ def _mask_problem(ref: ImageRef, message: str, code: ProblemCode) -> Problem:
 
 def _check_mask(ref: ImageRef, mask: Volume | Geometry, image: Geometry) -> Problem | None:
     grid = mask.geometry if isinstance(mask, Volume) else mask
-    if grid.mismatch(image) is None:
-        pass
-    elif grid.voxel_offset_in(image) is None:
+    difference = image.mismatch(grid)
+    if difference is not None and grid.voxel_offset_in(image) is None:
         return _mask_problem(
             ref,
-            f"does not match the image grid ({grid.mismatch(image)}); it is not resampled: "
+            f"does not match the image grid ({difference}); it is not resampled: "
             "export the mask on the image's grid",
             ProblemCode.MASK_GEOMETRY_MISMATCH,
         )

@@ -18,7 +18,7 @@ KEYS = ("path", "series")
 
 
 class DicomFolderSource(BatchSource):
-    """All DICOM series found (recursively) under ``[source] path``, selected by ``[source.series]``.
+    """Every DICOM series found (recursively) under ``path``, selected by ``[source.series]``.
 
     Files that are not DICOM or cannot be read, and series that are not images (SEG, SR,
     presentation states...) or not selected by the rule, are listed in :attr:`skipped` with the
