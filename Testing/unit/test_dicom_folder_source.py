@@ -138,3 +138,21 @@ def test_bad_series_inside_folder_batch_does_not_stop_the_others(tmp_path: Path)
     assert "missing slice between z=2.00 mm (IM0002.dcm) and z=6.00 mm (IM0004.dcm)" in (
         bad_report.problems[0].message
     )
+
+
+def test_bare_datasets_without_preamble_are_read(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.filewriter import write_dataset
+
+    files = write_series(tmp_path / "dicom", n=4)
+    for path in files:  # rewrite as a bare implicit-VR dataset: no preamble, no file meta
+        ds = pydicom.dcmread(path)
+        with path.open("wb") as handle:
+            buffer = pydicom.filebase.DicomFileLike(handle)
+            buffer.is_little_endian, buffer.is_implicit_VR = True, True
+            del ds.file_meta
+            write_dataset(buffer, ds)
+    source = folder_source(tmp_path / "dicom")
+    (case,) = list(source.iter_cases())
+    assert source.skipped == []
+    assert load_case(source, case).image.volume.geometry.size == (10, 12, 4)

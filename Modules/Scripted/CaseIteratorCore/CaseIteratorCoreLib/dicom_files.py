@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pydicom
 import pydicom.config
+import pydicom.uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
@@ -97,7 +98,7 @@ def read_header(path: Path, *, tags: list[str] | None = None) -> tuple[Dataset |
     (dataset, None) when the file is DICOM, or (None, reason) when it is not or cannot be read.
     """
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+        ds = dcmread(path, stop_before_pixels=True, specific_tags=tags)
     except InvalidDicomError:
         return None, "not a DICOM file"
     except (OSError, EOFError) as exc:
@@ -117,7 +118,48 @@ def read_header(path: Path, *, tags: list[str] | None = None) -> tuple[Dataset |
 
 def read_full(path: Path) -> Dataset:
     """Read a whole DICOM file (header and pixel data); errors propagate."""
-    return pydicom.dcmread(path)
+    return dcmread(path)
+
+
+def _starts_like_raw_dataset(path: Path) -> bool:
+    """Whether a file without the DICM preamble starts with a group 0008 element.
+
+    Old archives and some modalities write bare datasets (no 128-byte preamble, no file
+    meta); they are real DICOM and must not be skipped as "not DICOM".
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return (
+        len(head) == 8
+        and head[:2] == b"\x08\x00"
+        and head[2:4]
+        in (b"\x00\x00", b"\x05\x00", b"\x08\x00", b"\x12\x00", b"\x16\x00", b"\x18\x00")
+    )
+
+
+def dcmread(path: Path, **kwargs: object) -> Dataset:
+    """``pydicom.dcmread`` that also accepts bare datasets without preamble (see above)."""
+    try:
+        return pydicom.dcmread(path, **kwargs)  # type: ignore[arg-type]
+    except InvalidDicomError:
+        if not _starts_like_raw_dataset(path):
+            raise
+        ds = pydicom.dcmread(path, force=True, **kwargs)  # type: ignore[arg-type]
+        if "TransferSyntaxUID" not in ds.file_meta:
+            # Bare datasets are uncompressed; name the encoding they were read with so the
+            # pixel data can be decoded.
+            implicit, little = ds.original_encoding
+            ds.file_meta.TransferSyntaxUID = (
+                pydicom.uid.ImplicitVRLittleEndian
+                if implicit
+                else pydicom.uid.ExplicitVRLittleEndian
+                if little
+                else pydicom.uid.ExplicitVRBigEndian
+            )
+        return ds
 
 
 def header_int(ds: Dataset, keyword: str, default: int) -> int:
