@@ -152,6 +152,11 @@ def frames_of(ds: Dataset, path: Path) -> list[Frame]:
     orientation = _floats(ds.get("ImageOrientationPatient"), 6)
     spacing = _spacing(ds.get("PixelSpacing"))
     slope, intercept = _number(ds, "RescaleSlope", 1.0), _number(ds, "RescaleIntercept", 0.0)
+
+    def plane(index: int | None, frame_position: np.ndarray | None) -> Frame:
+        return Frame(path, index, sop_uid, rows, columns, frame_position, orientation, spacing,
+                     slope, intercept, samples, instance_number)  # fmt: skip
+
     if n_frames > 1:
         offsets = _floats(ds.get("GridFrameOffsetVector"), n_frames)
         frames = []
@@ -160,39 +165,9 @@ def frames_of(ds: Dataset, path: Path) -> list[Frame]:
             if position is not None and orientation is not None and offsets is not None:
                 normal = np.cross(orientation[:3], orientation[3:])
                 frame_position = position + offsets[index] * normal
-            frames.append(
-                Frame(
-                    path,
-                    index,
-                    sop_uid,
-                    rows,
-                    columns,
-                    frame_position,
-                    orientation,
-                    spacing,
-                    slope,
-                    intercept,
-                    samples,
-                    instance_number,
-                )
-            )
+            frames.append(plane(index, frame_position))
         return frames
-    return [
-        Frame(
-            path,
-            None,
-            sop_uid,
-            rows,
-            columns,
-            position,
-            orientation,
-            spacing,
-            slope,
-            intercept,
-            samples,
-            instance_number,
-        )
-    ]
+    return [plane(None, position)]
 
 
 def _spacing(value: object) -> tuple[float, float] | None:
