@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.paths import default_reader
 from CaseIteratorCoreLib.progress_store import CaseStatus, ProgressStore
@@ -60,3 +62,18 @@ def run_status(source_path: str, *, reader: str | None = None, as_json: bool = F
         )
     console.out.print(table)
     return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``caseiterator status`` to the command line."""
+    parser = sub.add_parser(
+        "status",
+        help="show the reading progress of a batch",
+        description="Progress of a reader on a batch: counts per status and each case.",
+    )
+    parser.add_argument("source", help="batch .toml file, CSV table or DICOM folder")
+    parser.add_argument("--reader", help="reader name (default: $CASEITERATOR_READER or login)")
+    parser.add_argument("--json", action="store_true", help="print the progress as JSON")
+    parser.set_defaults(
+        run=lambda args: run_status(args.source, reader=args.reader, as_json=args.json)
+    )

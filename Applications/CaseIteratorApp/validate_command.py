@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.errors import BatchDefinitionError
 from CaseIteratorCoreLib.loading import CaseReport, inspect_case
@@ -97,3 +99,24 @@ def _print_table(name: str, reports: list[CaseReport], bad: list[CaseReport], sk
         "all cases are fine" if not bad else f"{len(bad)} of {len(reports)} cases have problems"
     )
     console.out.print(verdict)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``caseiterator validate`` to the command line."""
+    parser = sub.add_parser(
+        "validate",
+        help="check every case of a batch and list the problems",
+        description="Load every case's headers (and pixels unless --headers-only) and list the "
+        "cases with problems. Exit 0: all fine; 1: some case has a problem; 2: the batch "
+        "itself is unusable.",
+    )
+    parser.add_argument("source", help="batch .toml file, CSV table or DICOM folder")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--headers-only",
+        action="store_true",
+        help="check headers and geometry only, without decoding pixels",
+    )
+    parser.set_defaults(
+        run=lambda args: run_validate(args.source, as_json=args.json, pixels=not args.headers_only)
+    )
