@@ -7,12 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..batch_file import BatchDefinition
-from ..cases import Case, DicomSeriesRef, ResultTarget
+from ..cases import Case
 from ..dicom_files import SCAN_TAGS, header_int, non_image_reason, read_header
 from ..errors import BatchDefinitionError
 from ..series_selection import SeriesRule, SeriesSummary
 from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
-from .base import BatchSource, safe_stem
+from .base import BatchSource
+from .series_cases import case_from_series
 
 KEYS = ("path", "series")
 
@@ -140,7 +141,7 @@ class DicomFolderSource(BatchSource):
                 fix="point the batch at the folder holding the DICOM series.",
             )
         for index, summary in enumerate(chosen):
-            yield _case_of(summary, index, str(self.folder))
+            yield case_from_series(summary, index, str(self.folder))
 
     def count(self) -> int:
         """Number of cases (scans the folder on first use)."""
@@ -149,47 +150,6 @@ class DicomFolderSource(BatchSource):
 
 def _series_path(summary: SeriesSummary) -> Path:
     return summary.files[0].parent if summary.files else Path()
-
-
-def _case_of(summary: SeriesSummary, index: int, origin: str) -> Case:
-    patient = summary.patient_id or summary.patient_name or "unknown patient"
-    date = summary.study_date
-    if len(date) == 8 and date.isdigit():
-        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
-    label = summary.description or f"series {summary.series_number or ''}".strip()
-    name = " · ".join(p for p in (patient, date, label) if p)
-    stem = safe_stem(f"{patient}_{summary.series_number or ''}_{summary.description}")
-    folder = Path(os.path.commonpath([str(f.parent) for f in summary.files]))
-    ref = DicomSeriesRef(
-        role="image",
-        study_uid=summary.study_uid,
-        series_uid=summary.series_uid,
-        files=summary.files,
-    )
-    details = {
-        "patient_id": summary.patient_id,
-        "patient_name": summary.patient_name,
-        "study_date": summary.study_date,
-        "study_description": summary.study_description,
-        "modality": summary.modality,
-        "series_description": summary.description,
-        "series_number": "" if summary.series_number is None else str(summary.series_number),
-        "images": str(summary.n_images),
-    }
-    return Case(
-        id=summary.series_uid,
-        name=name,
-        index=index,
-        images=(ref,),
-        result=ResultTarget(
-            stem=stem,
-            folder=folder,
-            study_uid=summary.study_uid,
-            series_uid=summary.series_uid,
-            origin=origin,
-        ),
-        details=details,
-    )
 
 
 __all__ = ["DicomFolderSource"]
