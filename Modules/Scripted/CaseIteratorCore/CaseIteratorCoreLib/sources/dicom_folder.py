@@ -13,7 +13,7 @@ from ..errors import BatchDefinitionError
 from ..series_selection import SeriesRule, SeriesSummary
 from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
 from .base import BatchSource
-from .series_cases import case_from_series
+from .series_cases import case_from_series, series_sort_key
 
 KEYS = ("path", "series")
 
@@ -99,15 +99,7 @@ class DicomFolderSource(BatchSource):
                     files=tuple(entry["files"]),
                 )
             )
-        summaries.sort(
-            key=lambda s: (
-                s.patient_id,
-                s.study_date,
-                s.study_uid,
-                s.series_number or 0,
-                s.series_uid,
-            )
-        )
+        summaries.sort(key=series_sort_key)
         self._series = summaries
         return summaries
 
