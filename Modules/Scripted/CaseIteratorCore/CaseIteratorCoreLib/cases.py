@@ -47,6 +47,8 @@ class DicomSeriesRef(ImageRef):
     study_uid: str
     series_uid: str
     files: tuple[Path, ...] = ()
+    #: Number of instances the source announced (QIDO-RS), to tell a complete cached copy.
+    n_instances: int | None = None
 
     def describe(self) -> str:
         return f"series {self.series_uid}"

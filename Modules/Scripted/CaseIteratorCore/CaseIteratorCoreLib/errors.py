@@ -18,13 +18,13 @@ class CaseIteratorError(Exception):
     """Base class of all errors raised by CaseIterator."""
 
 
-class BatchDefinitionError(CaseIteratorError):
-    """The batch itself is unusable: missing file, bad TOML key, unusable CSV header.
+class ConfigFileError(CaseIteratorError):
+    """A file an admin or reader wrote is wrong; says the file, the line, the key and the fix.
 
     Parameters
     ----------
     path
-        The batch file (or CSV table / folder) that is wrong.
+        The file (or CSV table / folder) that is wrong.
     message
         What is wrong, in words a site admin understands.
     line
@@ -54,6 +54,14 @@ class BatchDefinitionError(CaseIteratorError):
         if fix:
             text += f" Fix: {fix}"
         super().__init__(text)
+
+
+class BatchDefinitionError(ConfigFileError):
+    """The batch itself is unusable: missing file, bad TOML key, unusable CSV header."""
+
+
+class SiteSettingsError(ConfigFileError):
+    """The site settings file is wrong (see :mod:`CaseIteratorCoreLib.site_settings`)."""
 
 
 class CaseLoadError(CaseIteratorError):

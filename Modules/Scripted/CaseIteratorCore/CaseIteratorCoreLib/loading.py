@@ -13,7 +13,7 @@ import numpy as np
 
 from .cases import Case, DicomSeriesRef, ImageFileRef, ImageRef
 from .dicom_series import DicomSeriesInfo, SeriesTolerances
-from .errors import CaseLoadError, OperationCancelled
+from .errors import CaseIteratorError, CaseLoadError, OperationCancelled
 from .geometry import Geometry, Volume
 from .image_files import dicom_files_in, file_geometry, read_dicom_files, read_image_file
 from .problems import Problem, ProblemCode, Severity, has_errors
@@ -95,6 +95,38 @@ def _read(
         geometry, problems = file_geometry(path)
         return geometry, None, problems
     raise TypeError(f"cannot read image reference of type {type(ref).__name__}")
+
+
+def _fetch_and_read(
+    source: BatchSource,
+    ref: ImageRef,
+    pixels: bool,
+    tolerances: SeriesTolerances | None,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> tuple[Volume | Geometry | None, DicomSeriesInfo | None, list[Problem]]:
+    """Fetch ``ref`` through its source and read it; failures become problems, not exceptions.
+
+    A server that is down or refuses, or an unexpected error in one case, must not stop the
+    batch: the case is reported with the reason and the reader moves on.
+    """
+    try:
+        local = source.locate(ref, progress, cancel)
+        return _read(local, pixels=pixels, tolerances=tolerances)
+    except OperationCancelled:
+        raise
+    except CaseIteratorError as exc:
+        return None, None, [Problem(ProblemCode.FETCH_FAILED, f"{ref.describe()}: {exc}")]
+    except Exception as exc:  # a bug or an odd file in one case must not stop the batch
+        return (
+            None,
+            None,
+            [
+                Problem(
+                    ProblemCode.UNREADABLE_FILE, f"{ref.describe()}: {type(exc).__name__}: {exc}"
+                )
+            ],
+        )
 
 
 def _read_dicom_folder(
@@ -199,21 +231,7 @@ def inspect_case(
     geometry = None
     for number, ref in enumerate(case.images):
         check_cancel(cancel)
-        try:
-            local = source.locate(ref, progress, cancel)
-            result, _, found = _read(local, pixels=pixels, tolerances=tolerances)
-        except OperationCancelled:
-            raise
-        except Exception as exc:  # one bad case must not stop the batch
-            result, found = (
-                None,
-                [
-                    Problem(
-                        ProblemCode.UNREADABLE_FILE,
-                        f"{ref.describe()}: {type(exc).__name__}: {exc}",
-                    )
-                ],
-            )
+        result, _, found = _fetch_and_read(source, ref, pixels, tolerances, progress, cancel)
         problems += _prefixed(found, ref if number else None)
         if number == 0:
             if result is None:
@@ -222,8 +240,7 @@ def inspect_case(
     assert geometry is not None
     for ref in case.masks:
         check_cancel(cancel)
-        local = source.locate(ref, progress, cancel)
-        mask, _, found = _read(local, pixels=pixels, tolerances=tolerances)
+        mask, _, found = _fetch_and_read(source, ref, pixels, tolerances, progress, cancel)
         if mask is None:
             problems += [_mask_problem(ref, p.message, p.code) for p in found]
             continue
@@ -266,8 +283,7 @@ def load_case(
     for number, ref in enumerate(case.images):
         check_cancel(cancel)
         progress(number, len(case.images), f"reading {ref.describe()}")
-        local = source.locate(ref, progress, cancel)
-        volume, info, found = _read(local, pixels=True, tolerances=tolerances)
+        volume, info, found = _fetch_and_read(source, ref, True, tolerances, progress, cancel)
         if not isinstance(volume, Volume):
             if number == 0:
                 raise CaseLoadError(case.label, problems + found)
@@ -283,8 +299,7 @@ def load_case(
     masks = []
     for ref in case.masks:
         check_cancel(cancel)
-        local = source.locate(ref, progress, cancel)
-        mask, _, found = _read(local, pixels=True, tolerances=tolerances)
+        mask, _, found = _fetch_and_read(source, ref, True, tolerances, progress, cancel)
         if not isinstance(mask, Volume):
             problems += [_mask_problem(ref, p.message, p.code) for p in found]
             continue

@@ -34,6 +34,7 @@ class ProblemCode(StrEnum):
     MASK_GEOMETRY_MISMATCH = "mask-geometry-mismatch"
     MASK_NOT_LABELS = "mask-not-labels"
     EMPTY_CELL = "empty-cell"
+    FETCH_FAILED = "fetch-failed"
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ from ..errors import BatchDefinitionError
 from .base import BatchSource
 from .csv_table import CsvTableSource
 from .dicom_folder import DicomFolderSource
+from .dicomweb import DicomWebSource
 
 #: The source class of each ``[source] type``; the DICOM networking modes register here too.
 SOURCE_CLASSES: dict[str, type[BatchSource]] = {
     CsvTableSource.type: CsvTableSource,
     DicomFolderSource.type: DicomFolderSource,
+    DicomWebSource.type: DicomWebSource,
 }
 
 
@@ -39,5 +41,6 @@ __all__ = [
     "BatchSource",
     "CsvTableSource",
     "DicomFolderSource",
+    "DicomWebSource",
     "open_source",
 ]

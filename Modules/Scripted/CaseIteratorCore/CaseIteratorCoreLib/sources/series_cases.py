@@ -38,6 +38,7 @@ def case_from_series(summary: SeriesSummary, index: int, origin: str) -> Case:
         study_uid=summary.study_uid,
         series_uid=summary.series_uid,
         files=summary.files,
+        n_instances=summary.n_images or None,
     )
     details = {
         "patient_id": summary.patient_id,

@@ -1,0 +1,380 @@
+"""DICOMweb batches: cases found with QIDO-RS, images retrieved with WADO-RS into the local cache.
+
+``[source]`` keys (besides the server keys of :mod:`..server_settings`)::
+
+    type = "dicomweb"
+    server = "pacs"                 # a server of the site settings, or url = "..." and auth keys
+    page_size = 100                 # studies per QIDO-RS page
+    uid_list = "uids.csv"           # optional: StudyInstanceUID[,SeriesInstanceUID] per row
+    cache = "/data/dicom-cache"     # optional: local DICOM database (default: the user's)
+
+    [source.query]                  # QIDO-RS study filters
+    Modality = "CT"                 # sent as ModalitiesInStudy; series of other modalities skip
+    StudyDate = "20240101-20241231"
+    StudyDescription = "*abdomen*"
+    AccessionNumber = "A123"
+    PatientID = "P1"
+
+    [source.series]                 # which series of a study is the case (SeriesRule)
+
+Studies are listed page by page (limit/offset), so a query matching 10,000 studies gives its
+first case after one request. A case's series is retrieved on demand (``locate``) into the
+local DICOM database, which is also the cache: a series already there is not downloaded again.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+from ..batch_file import BatchDefinition, SourceSpec
+from ..cases import Case, DicomSeriesRef, ImageRef
+from ..dicom_files import non_image_reason
+from ..dicomweb_connection import ServerError, ServerUnreachable, open_client, server_errors
+from ..errors import BatchDefinitionError
+from ..series_selection import SeriesRule, SeriesSummary
+from ..server_settings import SERVER_KEYS, ServerSettings
+from ..site_settings import load_site_settings
+from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
+from .base import BatchSource
+from .series_cases import case_from_series, series_sort_key
+
+KEYS = ("server", "page_size", "uid_list", "cache", "query", "series")
+QUERY_KEYS = (
+    "Modality",
+    "StudyDate",
+    "StudyDescription",
+    "AccessionNumber",
+    "PatientID",
+    "PatientName",
+)
+_STUDY_FIELDS = ["PatientID", "PatientName", "StudyDate", "StudyDescription", "AccessionNumber"]
+_SERIES_FIELDS = ["Modality", "SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"]
+#: Instances stored in the cache per write while streaming a series.
+_STORE_BATCH = 16
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value)
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    try:
+        return int(ds.get(keyword))
+    except (TypeError, ValueError):
+        return None
+
+
+class DicomWebSource(BatchSource):
+    """Cases from a DICOMweb server (QIDO-RS), images retrieved with WADO-RS into the cache."""
+
+    type = "dicomweb"
+
+    def __init__(
+        self,
+        batch: BatchDefinition,
+        server: ServerSettings,
+        *,
+        query: dict[str, str],
+        rule: SeriesRule,
+        page_size: int = 100,
+        uid_list: Path | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
+        super().__init__(batch)
+        self.server = server
+        self.query = query
+        self.rule = rule
+        self.page_size = page_size
+        self.uid_list = uid_list
+        self._cache_dir = cache_dir
+        self._client: Any = None
+        self._cache: Any = None
+
+    @classmethod
+    def from_batch(cls, batch: BatchDefinition) -> DicomWebSource:
+        spec: SourceSpec = batch.source
+        spec.check_keys(KEYS + SERVER_KEYS)
+        server = _server_of(spec)
+        query = spec.options.get("query", {})
+        if not isinstance(query, dict):
+            raise spec.error("query", "query must be a table: write [source.query].")
+        spec.check_keys(QUERY_KEYS, table="query")
+        for key, value in query.items():
+            if not isinstance(value, str) or not value:
+                raise spec.error(f"query.{key}", f"{key} must be a non-empty string.")
+        page_size = spec.options.get("page_size", 100)
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or not page_size >= 1:
+            raise spec.error(
+                "page_size", f"page_size must be a whole number >= 1, got {page_size!r}."
+            )
+        uid_list = spec.path("uid_list", required=False)
+        cache = spec.path("cache", required=False, must_exist=False)
+        rule = SeriesRule.from_spec(spec)
+        if "Modality" in query and not rule.modalities:
+            rule = replace(rule, modalities=(query["Modality"].upper(),))
+        return cls(
+            batch,
+            server,
+            query=dict(query),
+            rule=rule,
+            page_size=page_size,
+            uid_list=uid_list,
+            cache_dir=cache,
+        )
+
+    def describe(self) -> str:
+        return f"DICOMweb server {self.server.describe()}"
+
+    @property
+    def client(self) -> Any:
+        """The server's ``DICOMwebClient`` (made on first use)."""
+        if self._client is None:
+            self._client = open_client(self.server)
+        return self._client
+
+    @property
+    def cache(self) -> Any:
+        """The local DICOM database that holds retrieved series."""
+        if self._cache is None:
+            from ..dicom_database import LocalDicomDatabase, default_database_dir
+
+            self._cache = LocalDicomDatabase(self._cache_dir or default_database_dir())
+        return self._cache
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client._session.close()
+        if self._cache is not None:
+            self._cache.close()
+
+    # -- listing --------------------------------------------------------------------------
+    def _search(self, what: str, call, *args: Any, **kwargs: Any) -> list[Dataset]:
+        with server_errors(self.server, what):
+            return [Dataset.from_json(item) for item in call(*args, **kwargs)]
+
+    def _study_pages(self, cancel: CancelToken | None) -> Iterator[list[Dataset]]:
+        filters = {
+            ("ModalitiesInStudy" if k == "Modality" else k): v for k, v in self.query.items()
+        }
+        offset = 0
+        while True:
+            check_cancel(cancel)
+            page = self._search(
+                "the QIDO-RS study search",
+                self.client.search_for_studies,
+                search_filters=filters,
+                fields=_STUDY_FIELDS,
+                limit=self.page_size,
+                offset=offset,
+            )
+            if not page:
+                return  # an empty page, not a short one, ends the list (servers may cap pages)
+            yield page
+            offset += len(page)
+
+    def _studies_from_list(self, cancel: CancelToken | None) -> Iterator[tuple[Dataset, str]]:
+        assert self.uid_list is not None
+        with self.uid_list.open(newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+        for number, row in enumerate(rows, start=2):
+            check_cancel(cancel)
+            keys = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            study = keys.get("studyinstanceuid", "")
+            series = keys.get("seriesinstanceuid", "")
+            if not study:
+                self._skip(f"{self.uid_list}:{number}", "row has no StudyInstanceUID")
+                continue
+            found = self._search(
+                f"the QIDO-RS search for study {study}",
+                self.client.search_for_studies,
+                search_filters={"StudyInstanceUID": study},
+                fields=_STUDY_FIELDS,
+            )
+            if not found:
+                self._skip(
+                    f"{self.uid_list}:{number}",
+                    f"study {study} is not on server {self.server.describe()}",
+                )
+                continue
+            yield found[0], series
+
+    def _series_of(self, study: Dataset, only_series: str = "") -> list[SeriesSummary]:
+        study_uid = _text(study, "StudyInstanceUID")
+        filters = {"SeriesInstanceUID": only_series} if only_series else None
+        found = self._search(
+            f"the QIDO-RS series search of study {study_uid}",
+            self.client.search_for_series,
+            study_uid,
+            search_filters=filters,
+            fields=_SERIES_FIELDS,
+        )
+        if only_series and not found:
+            self._skip(
+                f"{self.server.safe_url} series {only_series}",
+                f"series {only_series} is not on server {self.server.describe()}",
+            )
+        summaries = [
+            SeriesSummary(
+                study_uid=study_uid,
+                series_uid=_text(series, "SeriesInstanceUID"),
+                modality=_text(series, "Modality"),
+                description=_text(series, "SeriesDescription"),
+                series_number=_int(series, "SeriesNumber"),
+                n_images=_int(series, "NumberOfSeriesRelatedInstances") or 0,
+                patient_id=_text(study, "PatientID"),
+                patient_name=_text(study, "PatientName"),
+                study_date=_text(study, "StudyDate"),
+                study_description=_text(study, "StudyDescription"),
+            )
+            for series in found
+        ]
+        return sorted(summaries, key=series_sort_key)
+
+    def iter_cases(
+        self, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None
+    ) -> Iterator[Case]:
+        self._skipped.clear()
+        if self.uid_list is not None:
+            studies: Iterator[tuple[Dataset, str]] = self._studies_from_list(cancel)
+        else:
+            studies = ((s, "") for page in self._study_pages(cancel) for s in page)
+        index = 0
+        for done, (study, only_series) in enumerate(studies):
+            progress(done, None, f"study {_text(study, 'StudyDate')} {_text(study, 'PatientID')}")
+            images = []
+            for summary in self._series_of(study, only_series):
+                reason = non_image_reason("", summary.modality)
+                if reason:
+                    self._skip(
+                        f"{self.server.safe_url} series {summary.series_uid}",
+                        f"series {summary.description!r} is {reason}, not an image",
+                    )
+                else:
+                    images.append(summary)
+            chosen, rejected = self.rule.select(images)
+            for summary, reason in rejected:
+                self._skip(
+                    f"{self.server.safe_url} series {summary.series_uid}",
+                    f"series {summary.description!r} not selected: {reason}",
+                )
+            for summary in chosen:
+                yield case_from_series(summary, index, self.server.url)
+                index += 1
+
+    # -- retrieval ------------------------------------------------------------------------
+    def locate(
+        self,
+        ref: ImageRef,
+        progress: ProgressCallback = no_progress,
+        cancel: CancelToken | None = None,
+    ) -> ImageRef:
+        """Make sure the series is in the local cache (retrieving what is missing); return it.
+
+        A series already complete in the cache is used without contacting the server. When
+        the server cannot be reached, a complete cached copy still serves.
+
+        Raises
+        ------
+        ServerError
+            When the series cannot be retrieved; instances already received stay cached, so
+            the next attempt fetches only the rest.
+        """
+        if not isinstance(ref, DicomSeriesRef) or ref.files:
+            return ref
+        study, series = ref.study_uid, ref.series_uid
+        have = self.cache.instance_uids(study, series)
+        if ref.n_instances and len(have) >= ref.n_instances:
+            return replace(ref, files=self.cache.series_files(study, series))
+        try:
+            listed = self._search(
+                f"listing the instances of series {series}",
+                self.client.search_for_instances,
+                study,
+                series,
+                fields=["SOPInstanceUID"],
+            )
+        except ServerUnreachable:
+            if have and ref.n_instances is None:
+                return replace(ref, files=self.cache.series_files(study, series))
+            raise
+        wanted = {_text(ds, "SOPInstanceUID") for ds in listed}
+        if not wanted:
+            raise ServerError(
+                self.server.describe(),
+                f"series {series} is no longer on server {self.server.describe()}",
+            )
+        missing = wanted - have
+        if missing:
+            self._retrieve(study, series, missing, len(wanted), progress, cancel)
+        return replace(ref, files=self.cache.series_files(study, series))
+
+    def _retrieve(
+        self,
+        study: str,
+        series: str,
+        missing: set[str],
+        total: int,
+        progress: ProgressCallback,
+        cancel: CancelToken | None,
+    ) -> None:
+        done = total - len(missing)
+        progress(done, total, f"retrieving series {series}")
+        batch: list[Dataset] = []
+        operation = f"retrieving series {series} (WADO-RS)"
+        with server_errors(self.server, operation):
+            stream = self.client.iter_series(study, series)
+            try:
+                for ds in stream:
+                    check_cancel(cancel)
+                    if str(ds.SOPInstanceUID) not in missing:
+                        continue
+                    batch.append(ds)
+                    if len(batch) >= _STORE_BATCH:
+                        done += self.cache.store_datasets(batch)
+                        batch = []
+                        progress(done, total, f"retrieving series {series}")
+            finally:
+                if batch:  # keep what arrived: a retry after a cut fetches only the rest
+                    self.cache.store_datasets(batch)
+                stream.close()
+        progress(total, total, f"retrieved series {series}")
+
+
+def _server_of(spec: SourceSpec) -> ServerSettings:
+    """The server of a ``[source]``: a named site server, or the keys written in place."""
+    name = spec.options.get("server")
+    server_keys = {k: v for k, v in spec.options.items() if k in SERVER_KEYS}
+    if name is not None:
+        if server_keys:
+            raise spec.error(
+                next(iter(server_keys)),
+                'give either server = "name" or the server\'s url and keys, not both.',
+            )
+        try:
+            return load_site_settings().server(str(name))
+        except KeyError as exc:
+            raise spec.error(
+                "server",
+                str(exc.args[0]) + ".",
+                fix='add it to the site settings ([[servers]]) or write url = "..." instead.',
+            ) from None
+    if "url" not in server_keys:
+        raise spec.error(
+            "url",
+            'a dicomweb source needs server = "name" or url = "...".',
+            fix='add url = "https://host/dicom-web" under [source].',
+        )
+
+    def error(key: str, message: str, fix: str | None) -> BatchDefinitionError:
+        return spec.error(key, message, fix)
+
+    return ServerSettings.from_table(
+        server_keys, name=spec.origin.stem, base_dir=spec.base_dir, error=error
+    )
