@@ -85,4 +85,6 @@ def caseiterator_data_dir(
     """
     data_dir = tmp_path_factory.mktemp("caseiterator-data")
     monkeypatch.setenv("CASEITERATOR_DATA_DIR", str(data_dir))
+    # No site settings unless a test writes its own: the machine's /etc file must not leak in.
+    monkeypatch.setenv("CASEITERATOR_SITE_SETTINGS", "")
     return data_dir

@@ -192,15 +192,8 @@ class ServerSettings:
         extra_keys
             Other keys the table may hold (checked by the caller).
         """
+        refuse_clear_secrets(table, error)
         for key in table:
-            if key in _CLEAR_SECRETS:
-                raise error(
-                    key,
-                    f"{key!r} written in clear is refused: the file may be copied, backed up or "
-                    "shown on screen.",
-                    f'remove it and set {key}_env = "VARIABLE" (an environment variable) or '
-                    f'{key}_file = "/path" (a file only you can read, chmod 600).',
-                )
             if key not in SERVER_KEYS and key not in extra_keys:
                 import difflib
 
@@ -268,6 +261,21 @@ class ServerSettings:
             retries=int(numbers["retries"]),
             backoff_s=float(numbers["backoff_s"]),
         )
+
+
+def refuse_clear_secrets(
+    table: Mapping[str, Any], error: Callable[[str, str, str | None], Exception]
+) -> None:
+    """Refuse a password or token written in clear in a settings or batch file."""
+    for key in table:
+        if key in _CLEAR_SECRETS:
+            raise error(
+                key,
+                f"{key!r} written in clear is refused: the file may be copied, backed up or "
+                "shown on screen.",
+                f'remove it and set {key}_env = "VARIABLE" (an environment variable) or '
+                f'{key}_file = "/path" (a file only you can read, chmod 600).',
+            )
 
 
 def _secret(table: Mapping[str, Any], auth: AuthKind, base_dir: Path, error) -> SecretRef | None:

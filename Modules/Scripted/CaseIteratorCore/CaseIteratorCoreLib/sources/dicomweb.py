@@ -38,7 +38,7 @@ from ..dicom_files import non_image_reason
 from ..dicomweb_connection import ServerError, ServerUnreachable, open_client, server_errors
 from ..errors import BatchDefinitionError
 from ..series_selection import SeriesRule, SeriesSummary
-from ..server_settings import SERVER_KEYS, ServerSettings
+from ..server_settings import SERVER_KEYS, ServerSettings, refuse_clear_secrets
 from ..site_settings import load_site_settings
 from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
 from .base import BatchSource
@@ -100,6 +100,7 @@ class DicomWebSource(BatchSource):
     @classmethod
     def from_batch(cls, batch: BatchDefinition) -> DicomWebSource:
         spec: SourceSpec = batch.source
+        refuse_clear_secrets(spec.options, spec.error)
         spec.check_keys(KEYS + SERVER_KEYS)
         server = _server_of(spec)
         query = spec.options.get("query", {})
