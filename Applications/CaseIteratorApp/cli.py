@@ -13,12 +13,12 @@ from CaseIteratorCoreLib import __version__
 from CaseIteratorCoreLib.errors import CaseIteratorError
 from rich.markup import escape
 
-from . import console, demo_command, status_command, validate_command
+from . import console, demo_command, servers_command, status_command, validate_command
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 
 #: The sub-command modules, in the order ``--help`` lists them.
-COMMANDS = (validate_command, status_command, demo_command)
+COMMANDS = (validate_command, status_command, servers_command, demo_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
