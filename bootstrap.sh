@@ -23,7 +23,7 @@ RUNTIME_PACKAGES=(
     libxcb-shape0 libxcb-xinerama0 libglib2.0-0 xvfb
 )
 # A real DICOMweb server, and what the network namespace of the tests needs.
-TEST_PACKAGES=(orthanc orthanc-dicomweb iproute2 util-linux)
+TEST_PACKAGES=(orthanc orthanc-dicomweb iproute2 util-linux openssl)
 
 say() { echo "[bootstrap] $*"; }
 die() {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.demo_data import write_demo_batch
 from CaseIteratorCoreLib.dicomweb_connection import ServerAuthError
@@ -16,6 +17,7 @@ from CaseIteratorCoreLib.errors import BatchDefinitionError
 from CaseIteratorCoreLib.loading import inspect_case, load_case
 from CaseIteratorCoreLib.problems import ProblemCode
 from CaseIteratorCoreLib.sources import DicomWebSource, open_source
+
 from conftest import start_orthanc
 from orthanc_server import OrthancServer
 

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+
 from CaseIteratorApp.cli import main
+
 from orthanc_server import OrthancServer
 
 pytestmark = pytest.mark.orthanc

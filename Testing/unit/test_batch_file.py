@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from CaseIteratorCoreLib.batch_file import DEFAULT_SEGMENT, load_batch
 from CaseIteratorCoreLib.errors import BatchDefinitionError
 from CaseIteratorCoreLib.sources import open_source

@@ -9,10 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from CaseIteratorApp.cli import main
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.progress_store import ProgressStore
 from CaseIteratorCoreLib.sources import open_source
+
 from series_factory import write_series
 
 

@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.errors import BatchDefinitionError, CaseLoadError
 from CaseIteratorCoreLib.loading import inspect_case, load_case
 from CaseIteratorCoreLib.problems import ProblemCode, Severity
 from CaseIteratorCoreLib.sources import CsvTableSource, open_source
+
 from series_factory import write_series
 
 

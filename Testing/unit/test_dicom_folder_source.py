@@ -7,10 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.errors import BatchDefinitionError
 from CaseIteratorCoreLib.loading import inspect_case, load_case
 from CaseIteratorCoreLib.sources import DicomFolderSource, open_source
+
 from series_factory import write_series
 
 

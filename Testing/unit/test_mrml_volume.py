@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from CaseIteratorCoreLib.image_files import read_dicom_files
 from CaseIteratorCoreLib.mrml_volume import node_ijk_to_ras, volume_to_node
+
 from series_factory import write_series
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is a pinned dependency")

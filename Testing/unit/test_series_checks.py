@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+
 from CaseIteratorCoreLib.geometry import Geometry, Volume
 from CaseIteratorCoreLib.image_files import dicom_files_in, read_dicom_files
 from CaseIteratorCoreLib.problems import ProblemCode
+
 from series_factory import pattern, write_series
 
 

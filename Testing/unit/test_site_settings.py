@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from CaseIteratorCoreLib.errors import SiteSettingsError
 from CaseIteratorCoreLib.server_settings import AuthKind, SecretError
 from CaseIteratorCoreLib.site_settings import load_site_settings

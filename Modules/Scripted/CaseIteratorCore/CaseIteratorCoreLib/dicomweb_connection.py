@@ -69,16 +69,24 @@ class _BearerAuth(requests.auth.AuthBase):
         return "_BearerAuth(<hidden>)"
 
 
-class _DefaultTimeoutAdapter(HTTPAdapter):
-    """An adapter that applies the server's timeout when a caller gives none."""
+class _ServerAdapter(HTTPAdapter):
+    """Applies the server's timeout when a caller gives none, and its TLS verification.
 
-    def __init__(self, timeout: float, **kwargs: Any) -> None:
+    The verification is applied here, not only as ``session.verify``, because requests lets
+    ``$REQUESTS_CA_BUNDLE`` / ``$CURL_CA_BUNDLE`` override a session's CA bundle: the site's
+    configured ``ca_bundle`` (or ``verify_tls = false``) must win over the environment.
+    """
+
+    def __init__(self, timeout: float, verify: bool | str | None, **kwargs: Any) -> None:
         self._timeout = timeout
+        self._verify = verify
         super().__init__(**kwargs)
 
     def send(self, request, **kwargs):  # type: ignore[override]
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
+        if self._verify is not None:
+            kwargs["verify"] = self._verify
         return super().send(request, **kwargs)
 
 
@@ -114,7 +122,10 @@ def make_session(settings: ServerSettings) -> requests.Session:
         respect_retry_after_header=True,
         raise_on_status=False,  # the last answer reaches raise_for_status and its message
     )
-    adapter = _DefaultTimeoutAdapter(settings.timeout_s, max_retries=retry, pool_maxsize=8)
+    forced = (
+        str(settings.ca_bundle) if settings.ca_bundle else (None if settings.verify_tls else False)
+    )
+    adapter = _ServerAdapter(settings.timeout_s, forced, max_retries=retry, pool_maxsize=8)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
