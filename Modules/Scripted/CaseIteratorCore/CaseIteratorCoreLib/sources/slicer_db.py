@@ -78,14 +78,15 @@ LEFT JOIN Studies AS st ON st.StudyInstanceUID = se.StudyInstanceUID
 LEFT JOIN Patients AS pa ON pa.UID = st.PatientsUID
 """
 
-#: Header tags read from one file of a series: what the CTK tables do not hold.
-_PROBE_TAGS = ["SOPClassUID", "NumberOfFrames"]
+#: Header tags read from one file of a series: what the CTK tables do not hold (and the UID
+#: that :func:`read_header` needs to accept the file as complete).
+_PROBE_TAGS = ["SOPClassUID", "SeriesInstanceUID", "NumberOfFrames"]
 
 _WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[/\\]|[/\\]{2}[^/\\])")
 
 
 @dataclass(frozen=True)
-class _Listed:
+class ListedSeries:
     """A series as listed in the index, with what is wrong with its files."""
 
     summary: SeriesSummary
@@ -128,7 +129,7 @@ class SlicerDicomDatabaseSource(BatchSource):
         self.folder = database.parent
         self.rule = rule
         self.schema_version = schema_version
-        self._listed: list[_Listed] | None = None
+        self._listed: list[ListedSeries] | None = None
         self._scan_skipped: list[SkippedItem] = []
 
     @classmethod
@@ -142,10 +143,9 @@ class SlicerDicomDatabaseSource(BatchSource):
         if path.is_dir() and not database.is_file():
             raise spec.error(
                 "path",
-                f"{path} holds no {DATABASE_FILE}, so it is not a 3D Slicer DICOM database "
-                "folder.",
+                f"{path} holds no {DATABASE_FILE}, so it is not a 3D Slicer DICOM database folder.",
                 fix="point path at the folder 3D Slicer uses as its DICOM database (shown in "
-                "Slicer's DICOM module), or use type = \"dicom-folder\" for a plain folder of "
+                'Slicer\'s DICOM module), or use type = "dicom-folder" for a plain folder of '
                 "DICOM files.",
             )
         rule = SeriesRule.from_spec(spec)
@@ -159,7 +159,7 @@ class SlicerDicomDatabaseSource(BatchSource):
 
     def scan(
         self, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None
-    ) -> list[_Listed]:
+    ) -> list[ListedSeries]:
         """List every series of the index with its files resolved and checked (cached)."""
         if self._listed is not None:
             return self._listed
@@ -205,10 +205,10 @@ class SlicerDicomDatabaseSource(BatchSource):
         self._listed = listed
         return listed
 
-    def _list_series(self, row: tuple, instances: list[tuple[str, str]]) -> _Listed | None:
+    def _list_series(self, row: tuple, instances: list[tuple[str, str]]) -> ListedSeries | None:
         uid, study_uid, number, description, modality = (str(v or "") for v in row[:5])
         study_date, study_description, patient_id, patient_name = (str(v or "") for v in row[5:])
-        label = f"{description or 'without description'!r} ({uid})"
+        label = f"{description!r} ({uid})"
         if not instances:
             self._scan_skipped.append(
                 _skipped(
@@ -218,10 +218,13 @@ class SlicerDicomDatabaseSource(BatchSource):
                 )
             )
             return None
-        present, missing, windows, remote = [], [], [], []
+        present: list[Path] = []
+        missing: list[Path] = []
+        windows: list[str] = []
+        remote: list[str] = []  # listed without a file: a URL (Slicer 5.6+) or nothing
         for filename, url in instances:
             if not filename:
-                (remote if url else missing).append(url or "(no file name)")
+                remote.append(url)
                 continue
             if os.name != "nt" and _WINDOWS_ABSOLUTE.match(filename):
                 windows.append(filename)
@@ -229,6 +232,7 @@ class SlicerDicomDatabaseSource(BatchSource):
             path = _absolute_path(filename, self.folder)
             (present if path.is_file() else missing).append(path)
         present.sort()
+        missing.sort()
         sop_class, n_images = "", len(instances)
         if present and modality.upper() not in NON_IMAGE_MODALITIES:
             sop_class, n_images = _probe(present, n_images)
@@ -252,20 +256,20 @@ class SlicerDicomDatabaseSource(BatchSource):
             files=tuple(present),
         )
         problems = self._file_problems(summary, len(instances), missing, windows, remote)
-        return _Listed(summary, problems)
+        return ListedSeries(summary, problems)
 
     def _file_problems(
         self,
         summary: SeriesSummary,
         total: int,
-        missing: list,
+        missing: list[Path],
         windows: list[str],
         remote: list[str],
     ) -> tuple[Problem, ...]:
         name = f"series {summary.description or summary.series_uid!r}"
         problems = []
         if missing:
-            inside = [p for p in missing if isinstance(p, Path) and _inside(p, self.folder)]
+            inside = [p for p in missing if _inside(p, self.folder)]
             count = f"all {total}" if len(missing) == total else f"{len(missing)} of {total}"
             if len(inside) == len(missing):
                 text = (
@@ -291,12 +295,14 @@ class SlicerDicomDatabaseSource(BatchSource):
                 )
             )
         if remote:
+            urls = [u for u in remote if u]
+            where = f"by URL only ({urls[0]})" if urls else "without a file"
             problems.append(
                 Problem(
                     ProblemCode.MISSING_FILE,
                     f"{len(remote)} of {total} instances of {name} were never downloaded: 3D "
-                    f"Slicer lists them by URL only ({remote[0]}); retrieve the series in 3D "
-                    "Slicer's DICOM browser first",
+                    f"Slicer lists them {where}; retrieve the series in 3D Slicer's DICOM "
+                    "browser first",
                 )
             )
         return tuple(problems)
@@ -404,7 +410,7 @@ def check_schema(conn: sqlite3.Connection, database: Path) -> str:
             f"version of CaseIterator reads ({', '.join(v + '.x' for v in SUPPORTED_SCHEMAS)}).",
             key="source.path",
             fix="update CaseIterator (a newer 3D Slicer wrote it), or open the database once in "
-            "3D Slicer 5 to update it; alternatively use type = \"dicom-folder\" with path set "
+            '3D Slicer 5 to update it; alternatively use type = "dicom-folder" with path set '
             "to the database's dicom folder to read the files directly.",
         )
     for table, columns in REQUIRED_COLUMNS.items():
@@ -539,4 +545,3 @@ __all__ = [
     "check_schema",
     "open_read_only",
 ]
-
