@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.demo_data import write_demo_batch
-from CaseIteratorCoreLib.dicomweb_connection import ServerAuthError
+from CaseIteratorCoreLib.dicomweb_connection import ServerAuthError, ServerTimeout
 from CaseIteratorCoreLib.errors import BatchDefinitionError
 from CaseIteratorCoreLib.loading import inspect_case, load_case
 from CaseIteratorCoreLib.problems import ProblemCode
@@ -203,3 +205,56 @@ def test_secret_file_must_be_private(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=f"chmod 600 {secret}") as info:
         list(web.iter_cases())
     assert "s3cret" not in str(info.value)
+
+
+def test_slow_server_times_out_with_a_clear_reason(tmp_path: Path, server: OrthancServer) -> None:
+    from link_simulator import LinkProfile, LinkSimulator
+
+    slow = LinkProfile("slow server", None, 0.0, response_delay_s=2.0)
+    with LinkSimulator("127.0.0.1", server.http_port, slow) as link:
+        web = web_source(
+            tmp_path,
+            link.url + "/dicom-web",
+            extra="timeout_s = 0.4\nretries = 1\nbackoff_s = 0.01",
+        )
+        started = time.monotonic()
+        with pytest.raises(ServerTimeout) as info:
+            list(web.iter_cases())
+        elapsed = time.monotonic() - started
+    print(f"timed out after {elapsed:.2f} s (timeout 0.4 s, 1 retry)")
+    assert "did not answer the QIDO-RS study search within 0.4 s (after 1 retries)" in str(
+        info.value
+    )
+    assert elapsed < 10  # bounded: a hanging server does not hang the reader's station
+
+
+def test_server_killed_mid_retrieval_then_back(tmp_path: Path, demo_folder: Path) -> None:
+    from link_simulator import LOOPBACK, LinkProfile, LinkSimulator
+
+    orthanc = start_orthanc()
+    thin = LinkProfile("thin", 1.5e6, 0.0)  # ~100 kB series take ~0.5 s: time to cut it
+    try:
+        orthanc.upload_files(sorted((demo_folder.parent / "dicom").rglob("*.dcm")))
+        with LinkSimulator("127.0.0.1", orthanc.http_port, thin) as link:
+            web = web_source(tmp_path, link.url + "/dicom-web", extra="retries = 0\ntimeout_s = 5")
+            cases = list(web.iter_cases())
+            cut = threading.Timer(0.25, lambda: (orthanc.kill(), link.drop_connections()))
+            cut.start()
+            reports = [inspect_case(web, case) for case in cases]  # the batch goes on
+            cut.join()
+            assert not reports[0].ok
+            problem = reports[0].problems[0]
+            assert problem.code is ProblemCode.FETCH_FAILED
+            assert "cannot be reached" in problem.message or "ended early" in problem.message
+            assert all(not r.ok for r in reports[1:])  # the server is still down for them
+            orthanc.start()
+            link.set_profile(LOOPBACK)
+            folder = {c.id: c for c in open_source(load_batch(demo_folder)).iter_cases()}
+            for case in cases:
+                loaded = load_case(web, case)
+                expected = load_case(open_source(load_batch(demo_folder)), folder[case.id])
+                np.testing.assert_array_equal(
+                    loaded.image.volume.array, expected.image.volume.array
+                )
+    finally:
+        orthanc.close(graceful=False)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import requests
+import urllib3
 from dicomweb_client import DICOMwebClient
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
@@ -187,24 +188,37 @@ def server_errors(settings: ServerSettings, operation: str) -> Iterator[None]:
             "server uses your hospital's own certificate authority, set ca_bundle to its PEM "
             "file",
         ) from None
-    except requests.Timeout:
-        raise ServerTimeout(
-            settings.describe(),
-            f"{where} did not answer {operation} within {settings.timeout_s:g} s (after "
-            f"{settings.retries} retries); the server or the network is slow or down",
-        ) from None
     except requests.exceptions.RetryError as exc:
         raise ServerError(
             settings.describe(),
             f"{where} kept failing {operation} after {settings.retries} retries "
             f"({_root_reason(exc)}); try again later",
         ) from None
-    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+    except (
+        requests.Timeout,
+        requests.ConnectionError,
+        requests.exceptions.ChunkedEncodingError,
+    ) as exc:
+        if isinstance(exc, requests.Timeout) or _timed_out(exc):
+            raise ServerTimeout(
+                settings.describe(),
+                f"{where} did not answer {operation} within {settings.timeout_s:g} s (after "
+                f"{settings.retries} retries); the server or the network is slow or down",
+            ) from None
         raise ServerUnreachable(
             settings.describe(),
             f"{where} cannot be reached during {operation} ({_root_reason(exc)}); check that "
             "the server is running and the network is up",
         ) from None
+
+
+def _timed_out(exc: requests.RequestException) -> bool:
+    """Whether a connection error is really a timeout that ran out of retries."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    # urllib3 derives NewConnectionError (connection refused) from ConnectTimeoutError.
+    return isinstance(reason, urllib3.exceptions.TimeoutError) and not isinstance(
+        reason, urllib3.exceptions.NewConnectionError
+    )
 
 
 def _root_reason(exc: BaseException) -> str:

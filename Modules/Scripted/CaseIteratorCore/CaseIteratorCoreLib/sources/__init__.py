@@ -8,12 +8,14 @@ from .base import BatchSource
 from .csv_table import CsvTableSource
 from .dicom_folder import DicomFolderSource
 from .dicomweb import DicomWebSource
+from .slicer_db import SlicerDicomDatabaseSource
 
 #: The source class of each ``[source] type``; the DICOM networking modes register here too.
 SOURCE_CLASSES: dict[str, type[BatchSource]] = {
     CsvTableSource.type: CsvTableSource,
     DicomFolderSource.type: DicomFolderSource,
     DicomWebSource.type: DicomWebSource,
+    SlicerDicomDatabaseSource.type: SlicerDicomDatabaseSource,
 }
 
 
@@ -42,5 +44,6 @@ __all__ = [
     "CsvTableSource",
     "DicomFolderSource",
     "DicomWebSource",
+    "SlicerDicomDatabaseSource",
     "open_source",
 ]

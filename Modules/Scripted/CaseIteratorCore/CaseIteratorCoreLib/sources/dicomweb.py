@@ -314,6 +314,14 @@ class DicomWebSource(BatchSource):
         missing = wanted - have
         if missing:
             self._retrieve(study, series, missing, len(wanted), progress, cancel)
+            still = wanted - self.cache.instance_uids(study, series)
+            if still:  # the stream ended early without an error: never load a partial series
+                raise ServerUnreachable(
+                    self.server.describe(),
+                    f"retrieving series {series} from server {self.server.describe()} ended "
+                    f"early: {len(wanted) - len(still)} of {len(wanted)} instances received; "
+                    "try again (what arrived is kept)",
+                )
         return replace(ref, files=self.cache.series_files(study, series))
 
     def _retrieve(
