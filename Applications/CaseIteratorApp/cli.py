@@ -9,9 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from rich.markup import escape
+
 from CaseIteratorCoreLib import __version__
 from CaseIteratorCoreLib.errors import CaseIteratorError
-from rich.markup import escape
 
 from . import console, demo_command, servers_command, status_command, validate_command
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from CaseIteratorCoreLib.server_check import ServerCheck, check_server
-from CaseIteratorCoreLib.site_settings import load_site_settings, site_settings_paths
 from rich.markup import escape
 from rich.table import Table
+
+from CaseIteratorCoreLib.server_check import ServerCheck, check_server
+from CaseIteratorCoreLib.site_settings import load_site_settings, site_settings_paths
 
 from . import console
 

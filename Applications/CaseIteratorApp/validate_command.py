@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
+from rich.table import Table
+
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.errors import BatchDefinitionError
 from CaseIteratorCoreLib.loading import CaseReport, inspect_case
 from CaseIteratorCoreLib.sources import open_source
-from rich.markup import escape
-from rich.table import Table
 
 from . import console
 
