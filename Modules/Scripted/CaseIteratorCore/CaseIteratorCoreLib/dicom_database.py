@@ -587,7 +587,9 @@ class LocalDicomDatabase:
             try:
                 encoded.append(_encode(manager, ds))
             except Exception as exc:  # pydicom raises many types for odd datasets
-                failed.append((ds, f"cannot be encoded ({type(exc).__name__}: {exc})"))
+                # pydicom puts a whole traceback in some messages: the first line says it.
+                first_line = (str(exc).splitlines() or [""])[0]
+                failed.append((ds, f"cannot be encoded ({type(exc).__name__}: {first_line})"))
         if not encoded:
             return 0, failed
         with self._write_lock:
