@@ -14,12 +14,19 @@ from rich.markup import escape
 from CaseIteratorCoreLib import __version__
 from CaseIteratorCoreLib.errors import CaseIteratorError
 
-from . import console, demo_command, servers_command, status_command, validate_command
+from . import (
+    console,
+    demo_command,
+    import_command,
+    servers_command,
+    status_command,
+    validate_command,
+)
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 
 #: The sub-command modules, in the order ``--help`` lists them.
-COMMANDS = (validate_command, status_command, servers_command, demo_command)
+COMMANDS = (validate_command, status_command, import_command, servers_command, demo_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

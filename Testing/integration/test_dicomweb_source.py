@@ -118,6 +118,11 @@ def test_query_filters(tmp_path: Path, server: OrthancServer) -> None:
     assert list(mr.iter_cases()) == []
     ct = web_source(tmp_path, server.dicomweb_url, query='Modality = "CT"')
     assert len(list(ct.iter_cases())) == 3
+    # QIDO-RS wildcards reach the server as wildcards (not as a literal %2A).
+    wild = web_source(tmp_path, server.dicomweb_url, query='PatientID = "DEMO-00*"')
+    assert len(list(wild.iter_cases())) == 3
+    one_char = web_source(tmp_path, server.dicomweb_url, query='PatientID = "DEMO-00?"')
+    assert len(list(one_char.iter_cases())) == 3
 
 
 def test_uid_list(tmp_path: Path, server: OrthancServer, demo_folder: Path) -> None:

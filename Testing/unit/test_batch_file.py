@@ -138,6 +138,12 @@ def test_bare_csv_and_folder_get_defaults(tmp_path: Path) -> None:
     assert batch.output.to_source and batch.segments == (DEFAULT_SEGMENT,)
     folder = load_batch(tmp_path)
     assert folder.source.type == "dicom-folder" and folder.output.format == "dicom-seg"
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / ".dicom-file-client.db").write_bytes(b"")
+    assert load_batch(tmp_path / "db").source.type == "dicom-db"
+    (tmp_path / "slicer").mkdir()
+    (tmp_path / "slicer" / "ctkDICOM.sql").write_bytes(b"")
+    assert load_batch(tmp_path / "slicer").source.type == "slicer-db"
 
 
 def test_missing_path_and_unknown_suffix(tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ from .terminology import Code, parse_color
 SOURCE_TYPES = ("csv", "dicom-folder", "dicom-db", "slicer-db", "dicomweb")
 OUTPUT_FORMATS = ("dicom-seg", "seg.nrrd")
 CSV_SUFFIXES = (".csv", ".tsv")
+#: The index file that marks a local DICOM database folder (see :mod:`.dicom_database`).
+DICOM_DB_INDEX = ".dicom-file-client.db"
 
 _TOP_KEYS = ("name", "id", "source", "output", "segments", "prefetch")
 _OUTPUT_KEYS = ("format", "destination")
@@ -288,7 +290,12 @@ def load_batch(path: str | os.PathLike[str]) -> BatchDefinition:
 
 
 def _bare_folder(path: Path) -> BatchDefinition:
-    source_type = "slicer-db" if (path / "ctkDICOM.sql").is_file() else "dicom-folder"
+    if (path / "ctkDICOM.sql").is_file():
+        source_type = "slicer-db"
+    elif (path / DICOM_DB_INDEX).is_file():
+        source_type = "dicom-db"
+    else:
+        source_type = "dicom-folder"
     return BatchDefinition(
         name=path.name,
         path=path,

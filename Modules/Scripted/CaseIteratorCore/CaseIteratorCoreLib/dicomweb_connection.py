@@ -84,11 +84,26 @@ class _ServerAdapter(HTTPAdapter):
         super().__init__(**kwargs)
 
     def send(self, request, **kwargs):  # type: ignore[override]
+        request.url = _literal_wildcards(request.url)
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
         if self._verify is not None:
             kwargs["verify"] = self._verify
         return super().send(request, **kwargs)
+
+
+def _literal_wildcards(url: str) -> str:
+    """Send QIDO-RS wildcards ``*`` and ``?`` literally in the query string.
+
+    dicomweb-client percent-encodes them (``%2A``), which some servers (Orthanc 1.10) then
+    match as a literal asterisk: ``PatientID=DEMO%2A`` finds nothing where ``DEMO*`` finds all.
+    QIDO-RS defines the wildcard as the character itself.
+    """
+    path, mark, query = url.partition("?")
+    if not mark:
+        return url
+    query = query.replace("%2A", "*").replace("%2a", "*").replace("%3F", "?").replace("%3f", "?")
+    return f"{path}?{query}"
 
 
 def make_session(settings: ServerSettings) -> requests.Session:

@@ -6,6 +6,7 @@ from ..batch_file import BatchDefinition
 from ..errors import BatchDefinitionError
 from .base import BatchSource
 from .csv_table import CsvTableSource
+from .dicom_db import DicomDatabaseSource
 from .dicom_folder import DicomFolderSource
 from .dicomweb import DicomWebSource
 from .slicer_db import SlicerDicomDatabaseSource
@@ -14,6 +15,7 @@ from .slicer_db import SlicerDicomDatabaseSource
 SOURCE_CLASSES: dict[str, type[BatchSource]] = {
     CsvTableSource.type: CsvTableSource,
     DicomFolderSource.type: DicomFolderSource,
+    DicomDatabaseSource.type: DicomDatabaseSource,
     DicomWebSource.type: DicomWebSource,
     SlicerDicomDatabaseSource.type: SlicerDicomDatabaseSource,
 }
@@ -42,6 +44,7 @@ __all__ = [
     "BatchDefinitionError",
     "BatchSource",
     "CsvTableSource",
+    "DicomDatabaseSource",
     "DicomFolderSource",
     "DicomWebSource",
     "SlicerDicomDatabaseSource",
