@@ -5,7 +5,6 @@ Module-specific fixtures belong in ``Testing/unit/conftest.py`` (and siblings), 
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,24 +15,7 @@ TESTING_DIR = Path(__file__).resolve().parent
 if str(TESTING_DIR) not in sys.path:
     sys.path.insert(0, str(TESTING_DIR))  # so tests and benchmarks can `import orthanc_server`
 
-from orthanc_server import OrthancServer, OrthancUnavailable  # noqa: E402
-
-#: Set by Testing/run_tests.sh: a missing Orthanc then fails the orthanc tests (no silent skip).
-REQUIRE_ORTHANC_ENV = "CASEITERATOR_REQUIRE_ORTHANC"
-
-
-def orthanc_required() -> bool:
-    return os.environ.get(REQUIRE_ORTHANC_ENV, "") not in ("", "0")
-
-
-def start_orthanc(**kwargs: object) -> OrthancServer:
-    """Start an ``OrthancServer``; skip (or fail, when required) if Orthanc is not installed."""
-    try:
-        return OrthancServer(**kwargs)  # type: ignore[arg-type]
-    except OrthancUnavailable as exc:
-        if orthanc_required():
-            pytest.fail(f"{REQUIRE_ORTHANC_ENV}=1 but {exc}", pytrace=False)
-        pytest.skip(f"Orthanc not available: {exc}")
+from orthanc_server import OrthancServer, start_orthanc  # noqa: E402
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -348,4 +348,26 @@ __all__ = [
     "find_orthanc_binary",
     "free_port",
     "orthanc_available",
+    "orthanc_required",
+    "start_orthanc",
 ]
+
+
+#: Set by Testing/run_tests.sh: a missing Orthanc then fails the orthanc tests (no silent skip).
+REQUIRE_ORTHANC_ENV = "CASEITERATOR_REQUIRE_ORTHANC"
+
+
+def orthanc_required() -> bool:
+    return os.environ.get(REQUIRE_ORTHANC_ENV, "") not in ("", "0")
+
+
+def start_orthanc(**kwargs: Any) -> OrthancServer:
+    """Start an ``OrthancServer``; skip (or fail, when required) if Orthanc is not installed."""
+    import pytest
+
+    try:
+        return OrthancServer(**kwargs)
+    except OrthancUnavailable as exc:
+        if orthanc_required():
+            pytest.fail(f"{REQUIRE_ORTHANC_ENV}=1 but {exc}", pytrace=False)
+        pytest.skip(f"Orthanc not available: {exc}")

@@ -20,8 +20,7 @@ from CaseIteratorCoreLib.loading import inspect_case, load_case
 from CaseIteratorCoreLib.problems import ProblemCode
 from CaseIteratorCoreLib.sources import DicomWebSource, open_source
 
-from conftest import start_orthanc
-from orthanc_server import OrthancServer
+from orthanc_server import OrthancServer, start_orthanc
 
 pytestmark = pytest.mark.orthanc
 

@@ -24,12 +24,11 @@ from pathlib import Path
 from ..batch_file import BatchDefinition
 from ..cases import Case
 from ..dicom_database import DicomDatabaseError, LocalDicomDatabase
-from ..dicom_files import non_image_reason
 from ..errors import BatchDefinitionError
 from ..series_selection import SeriesRule, SeriesSummary
 from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
 from .base import BatchSource
-from .series_cases import case_from_series
+from .series_cases import case_from_series, select_image_series
 
 KEYS = ("path", "series", "query")
 #: The ``[source.query]`` filters (QIDO-RS keywords, as for a DICOMweb batch).
@@ -118,23 +117,7 @@ class DicomDatabaseSource(BatchSource):
     ) -> Iterator[Case]:
         summaries = self.scan(progress, cancel)
         self._skipped.clear()
-        images = []
-        for summary in summaries:
-            reason = non_image_reason(summary.sop_class_uid, summary.modality)
-            if reason:
-                self._skip(
-                    _series_path(summary),
-                    f"series {summary.description!r} "
-                    f"({summary.series_uid}) is {reason}, not an image",
-                )
-            else:
-                images.append(summary)
-        chosen, rejected = self.rule.select(images)
-        for summary, reason in rejected:
-            self._skip(
-                _series_path(summary),
-                f"series {summary.description!r} ({summary.series_uid}) not selected: {reason}",
-            )
+        chosen = select_image_series(summaries, self.rule, self._skip, _series_path)
         if not summaries:
             matching = (
                 " matching " + ", ".join(f"{k}={v}" for k, v in self.query.items())

@@ -8,12 +8,12 @@ from pathlib import Path
 
 from ..batch_file import BatchDefinition
 from ..cases import Case
-from ..dicom_files import SCAN_TAGS, header_int, non_image_reason, read_header
+from ..dicom_files import SCAN_TAGS, header_int, read_header
 from ..errors import BatchDefinitionError
 from ..series_selection import SeriesRule, SeriesSummary
 from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
 from .base import BatchSource
-from .series_cases import case_from_series, series_sort_key
+from .series_cases import case_from_series, select_image_series, series_sort_key
 
 KEYS = ("path", "series")
 
@@ -107,23 +107,7 @@ class DicomFolderSource(BatchSource):
         self, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None
     ) -> Iterator[Case]:
         summaries = self.scan(progress, cancel)
-        images = []
-        for summary in summaries:
-            reason = non_image_reason(summary.sop_class_uid, summary.modality)
-            if reason:
-                self._skip(
-                    _series_path(summary),
-                    f"series {summary.description!r} "
-                    f"({summary.series_uid}) is {reason}, not an image",
-                )
-            else:
-                images.append(summary)
-        chosen, rejected = self.rule.select(images)
-        for summary, reason in rejected:
-            self._skip(
-                _series_path(summary),
-                f"series {summary.description!r} ({summary.series_uid}) not selected: {reason}",
-            )
+        chosen = select_image_series(summaries, self.rule, self._skip, _series_path)
         if not chosen and not summaries:
             raise BatchDefinitionError(
                 self.folder,

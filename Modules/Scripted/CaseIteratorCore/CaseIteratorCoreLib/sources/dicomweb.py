@@ -34,7 +34,6 @@ from pydicom.dataset import Dataset
 
 from ..batch_file import BatchDefinition, SourceSpec
 from ..cases import Case, DicomSeriesRef, ImageRef
-from ..dicom_files import non_image_reason
 from ..dicomweb_connection import ServerError, ServerUnreachable, open_client, server_errors
 from ..errors import BatchDefinitionError
 from ..series_selection import SeriesRule, SeriesSummary
@@ -42,7 +41,7 @@ from ..server_settings import SERVER_KEYS, ServerSettings, refuse_clear_secrets
 from ..site_settings import load_site_settings
 from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
 from .base import BatchSource
-from .series_cases import case_from_series, series_sort_key
+from .series_cases import case_from_series, select_image_series, series_sort_key
 
 KEYS = ("server", "page_size", "uid_list", "cache", "query", "series")
 QUERY_KEYS = (
@@ -249,22 +248,12 @@ class DicomWebSource(BatchSource):
         index = 0
         for done, (study, only_series) in enumerate(studies):
             progress(done, None, f"study {_text(study, 'StudyDate')} {_text(study, 'PatientID')}")
-            images = []
-            for summary in self._series_of(study, only_series):
-                reason = non_image_reason("", summary.modality)
-                if reason:
-                    self._skip(
-                        f"{self.server.safe_url} series {summary.series_uid}",
-                        f"series {summary.description!r} is {reason}, not an image",
-                    )
-                else:
-                    images.append(summary)
-            chosen, rejected = self.rule.select(images)
-            for summary, reason in rejected:
-                self._skip(
-                    f"{self.server.safe_url} series {summary.series_uid}",
-                    f"series {summary.description!r} not selected: {reason}",
-                )
+            chosen = select_image_series(
+                self._series_of(study, only_series),
+                self.rule,
+                self._skip,
+                lambda s: f"{self.server.safe_url} series {s.series_uid}",
+            )
             for summary in chosen:
                 yield case_from_series(summary, index, self.server.url)
                 index += 1

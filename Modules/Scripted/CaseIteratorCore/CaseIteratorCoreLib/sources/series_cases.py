@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from ..cases import Case, DicomSeriesRef, ResultTarget
-from ..series_selection import SeriesSummary
+from ..dicom_files import non_image_reason
+from ..series_selection import SeriesRule, SeriesSummary
 from .base import safe_stem
 
 
@@ -75,3 +77,41 @@ def series_sort_key(summary: SeriesSummary) -> tuple:
         summary.series_number or 0,
         summary.series_uid,
     )
+
+
+def select_image_series(
+    summaries: Iterable[SeriesSummary],
+    rule: SeriesRule,
+    skip: Callable[[str, str], None],
+    where: Callable[[SeriesSummary], object],
+) -> list[SeriesSummary]:
+    """The image series ``rule`` selects; every other series goes to ``skip`` with its reason.
+
+    Parameters
+    ----------
+    summaries
+        The series found, in batch order.
+    rule
+        The batch's ``[source.series]`` rule.
+    skip
+        ``skip(path, reason)``: records a skipped item (``BatchSource._skip``).
+    where
+        The path (or address) shown for a skipped series.
+    """
+    images = []
+    for summary in summaries:
+        reason = non_image_reason(summary.sop_class_uid, summary.modality)
+        if reason:
+            skip(
+                str(where(summary)),
+                f"series {summary.description!r} ({summary.series_uid}) is {reason}, not an image",
+            )
+        else:
+            images.append(summary)
+    chosen, rejected = rule.select(images)
+    for summary, reason in rejected:
+        skip(
+            str(where(summary)),
+            f"series {summary.description!r} ({summary.series_uid}) not selected: {reason}",
+        )
+    return chosen

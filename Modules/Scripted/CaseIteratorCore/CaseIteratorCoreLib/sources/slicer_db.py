@@ -37,13 +37,13 @@ from typing import ClassVar
 
 from ..batch_file import BatchDefinition
 from ..cases import Case, SkippedItem
-from ..dicom_files import NON_IMAGE_MODALITIES, header_int, non_image_reason, read_header
+from ..dicom_files import NON_IMAGE_MODALITIES, header_int, read_header
 from ..errors import BatchDefinitionError
 from ..problems import Problem, ProblemCode
 from ..series_selection import SeriesRule, SeriesSummary
 from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
 from .base import BatchSource
-from .series_cases import case_from_series, series_sort_key
+from .series_cases import case_from_series, select_image_series, series_sort_key
 
 KEYS = ("path", "series")
 
@@ -312,25 +312,13 @@ class SlicerDicomDatabaseSource(BatchSource):
     ) -> Iterator[Case]:
         listed = self.scan(progress, cancel)
         self._skipped = list(self._scan_skipped)
-        images, problems = [], {}
-        for item in listed:
-            summary = item.summary
-            reason = non_image_reason(summary.sop_class_uid, summary.modality)
-            if reason:
-                self._skip(
-                    _series_path(summary, self.database),
-                    f"series {summary.description!r} "
-                    f"({summary.series_uid}) is {reason}, not an image",
-                )
-                continue
-            images.append(summary)
-            problems[summary.series_uid] = item.problems
-        chosen, rejected = self.rule.select(images)
-        for summary, reason in rejected:
-            self._skip(
-                _series_path(summary, self.database),
-                f"series {summary.description!r} ({summary.series_uid}) not selected: {reason}",
-            )
+        problems = {item.summary.series_uid: item.problems for item in listed}
+        chosen = select_image_series(
+            (item.summary for item in listed),
+            self.rule,
+            self._skip,
+            lambda summary: _series_path(summary, self.database),
+        )
         for index, summary in enumerate(chosen):
             case = case_from_series(summary, index, str(self.folder))
             found = problems[summary.series_uid]
