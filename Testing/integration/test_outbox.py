@@ -29,8 +29,13 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from CaseIteratorApp import outbox_command
+from CaseIteratorCoreLib.batch_file import BatchDefinition, load_batch
+from CaseIteratorCoreLib.cases import Case
+from CaseIteratorCoreLib.dicom_database import LocalDicomDatabase
 from CaseIteratorCoreLib.outbox import Outbox, OutboxSender, OutboxState
+from CaseIteratorCoreLib.result_store import ResultStore, ResumeLookupError, ResumeOrigin
 from CaseIteratorCoreLib.server_settings import AuthKind, SecretRef, ServerSettings
+from CaseIteratorCoreLib.sources import open_source
 
 from link_simulator import LOOPBACK, LinkProfile, LinkSimulator
 from orthanc_server import OrthancServer
@@ -437,6 +442,101 @@ def test_outbox_command_lists_and_retries(
     outbox_command.register(parser.add_subparsers())
     args = parser.parse_args(["outbox", "--retry"])
     assert args.run(args) == 0
+
+
+# -- the result store with a DICOMweb batch ----------------------------------------------------
+
+
+def web_case(tmp_path: Path, url: str, source: list[Dataset]) -> tuple[BatchDefinition, Case]:
+    """The case of ``source`` as a DICOMweb batch on ``url`` lists it."""
+    batch_file = tmp_path / "web.toml"
+    batch_file.write_text(
+        f'[source]\ntype = "dicomweb"\nurl = "{url}"\ncache = "{tmp_path / "cache"}"\n'
+        f'[source.query]\nPatientID = "{source[0].PatientID}"\n'
+    )
+    batch = load_batch(batch_file)
+    with open_source(batch) as web:
+        [case] = list(web.iter_cases())
+    return batch, case
+
+
+def test_result_store_sends_to_the_source_server_and_resumes_from_it(
+    tmp_path: Path, orthanc: OrthancServer
+) -> None:
+    source = ct_series(patient="RESUME-1")
+    DICOMwebClient(orthanc.dicomweb_url).store_instances(source)
+    batch, case = web_case(tmp_path, orthanc.dicomweb_url, source)
+    server = settings_for(orthanc.dicomweb_url)
+    outbox = Outbox(tmp_path / "outbox")
+    alice = ResultStore(batch, "alice", outbox=outbox, servers=[server])
+    assert alice.find_latest(case) is None
+
+    older = binary_seg(source, "alice", 101)
+    older.ContentDate, older.ContentTime = "20260102", "100000"
+    newer = binary_seg(source, "alice", 102)
+    newer.ContentDate, newer.ContentTime = "20260102", "140200"
+    bobs = binary_seg(source, "bob", 103)  # the newest SEG of the series, by another reader
+    bobs.ContentDate, bobs.ContentTime = "20260102", "235900"
+    saved = [alice.save(case, seg_dataset=older), alice.save(case, seg_dataset=newer)]
+    ResultStore(batch, "bob", outbox=outbox, servers=[server]).save(case, seg_dataset=bobs)
+    assert saved[1].outbox_item is not None
+    assert saved[1].files == (saved[1].outbox_item.path,)
+    assert f"server 'pacs' ({orthanc.dicomweb_url}) (through the outbox)" == saved[1].place
+
+    # Not sent yet: the reader resumes from the outbox copy.
+    point = alice.find_latest(case)
+    assert point.origin is ResumeOrigin.OUTBOX
+    assert point.sop_instance_uid == newer.SOPInstanceUID
+    assert "not yet sent" in point.describe()
+    assert len(outbox.send_due().sent) == 3
+
+    # Another workstation (its own outbox and cache): found on the server, retrieved once.
+    elsewhere = ResultStore(
+        batch,
+        "alice",
+        outbox=Outbox(tmp_path / "other-outbox"),
+        servers=[server],
+        cache=LocalDicomDatabase(tmp_path / "other-cache"),
+    )
+    point = elsewhere.find_latest(case)
+    assert point.origin is ResumeOrigin.SERVER
+    assert point.sop_instance_uid == newer.SOPInstanceUID
+    assert point.series_number == 102
+    assert point.path.is_relative_to(tmp_path / "other-cache")
+    assert pydicom.dcmread(point.path).SOPInstanceUID == newer.SOPInstanceUID
+    assert point.describe() == (
+        f"resumed from your save of 2026-01-02 14:02 (server 'pacs' ({orthanc.dicomweb_url}))"
+    )
+    assert elsewhere.find_latest(case).path == point.path  # cached: no second download
+    bob = ResultStore(
+        batch, "bob", outbox=Outbox(tmp_path / "o3"), servers=[server], cache=elsewhere._cache
+    )
+    assert bob.find_latest(case).sop_instance_uid == bobs.SOPInstanceUID
+    carol = ResultStore(
+        batch, "carol", outbox=Outbox(tmp_path / "o4"), servers=[server], cache=elsewhere._cache
+    )
+    assert carol.find_latest(case) is None
+
+
+def test_resume_with_the_server_down_offers_the_local_copy(
+    tmp_path: Path, orthanc_factory: Callable[..., OrthancServer]
+) -> None:
+    server = orthanc_factory()
+    source = ct_series(patient="RESUME-2")
+    DICOMwebClient(server.dicomweb_url).store_instances(source)
+    batch, case = web_case(tmp_path, server.dicomweb_url, source)
+    settings = settings_for(server.dicomweb_url, retries=0)
+    store = ResultStore(batch, "alice", outbox=Outbox(tmp_path / "outbox"), servers=[settings])
+    seg = binary_seg(source, "alice", 101)
+    store.save(case, seg_dataset=seg)
+    server.kill()
+    with pytest.raises(ResumeLookupError) as info:
+        store.find_latest(case)
+    message = str(info.value)
+    assert f"case {case.label}" in message
+    assert f"'pacs' ({server.dicomweb_url}) cannot be reached" in message
+    assert info.value.fallback.origin is ResumeOrigin.OUTBOX
+    assert info.value.fallback.sop_instance_uid == seg.SOPInstanceUID
 
 
 def _saved(ds: Dataset, folder: Path) -> Path:
