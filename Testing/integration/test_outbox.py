@@ -161,7 +161,7 @@ def test_round_trip_result_is_on_the_server_with_its_references(
     found = client.search_for_series(source[0].StudyInstanceUID, search_filters={"Modality": "SEG"})
     assert [Dataset.from_json(f).SeriesInstanceUID for f in found] == [seg.SeriesInstanceUID]
     [meta] = client.retrieve_series_metadata(seg.StudyInstanceUID, seg.SeriesInstanceUID)
-    stored = Dataset.from_json(meta)
+    stored = Dataset.from_json(meta, bulk_data_uri_handler=lambda uri: b"")
     assert stored.ReferencedSeriesSequence[0].SeriesInstanceUID == source[0].SeriesInstanceUID
     assert str(stored.ContentCreatorName) == "alice^"
     assert seg_count(orthanc, seg.SOPInstanceUID) == 1

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
+import pydicom.datadict
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
@@ -86,6 +87,9 @@ _SEG_TAGS = [
     "ContentCreatorName",
     "ReferencedSeriesSequence",
 ]
+#: The same tags as JSON keys: a SEG's metadata is filtered to them before decoding, because
+#: decoding its per-frame functional groups takes ~0.4 s for a 512x512x100 SEG of 3 segments.
+_HEADER_KEYS = frozenset(f"{pydicom.datadict.tag_for_keyword(k):08X}" for k in _SEG_TAGS)
 _NRRD_HEADER_MAX = 1 << 20
 #: What a QIDO-RS series search returns to order SEG series without reading them.
 #: Sorts before any real time (a SEG without date and time is taken as the oldest).
@@ -615,7 +619,7 @@ class ResultStore:
                     break
                 with server_errors(settings, f"reading the metadata of SEG series {seg_series}"):
                     metadata = [
-                        Dataset.from_json(m)
+                        Dataset.from_json({k: v for k, v in m.items() if k in _HEADER_KEYS})
                         for m in client.retrieve_series_metadata(study, seg_series)
                     ]
                 for header in metadata:
