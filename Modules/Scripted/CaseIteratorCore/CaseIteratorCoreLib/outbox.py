@@ -824,7 +824,7 @@ class Outbox:
                     f"the result file {item.path} cannot be read ({exc}); it cannot be sent to "
                     f"server {where}. Save the case again to queue a new copy.",
                 )
-            with server_errors(settings, f"sending result {sop} (STOW-RS)"):
+            with server_errors(settings, f"the STOW-RS upload of result {sop}"):
                 response = client.store_instances([ds], study_instance_uid=item.study_uid)
             failures = response.get("FailedSOPSequence") or []
             if len(failures) == 0:  # this Orthanc always sends the sequence, empty on success
@@ -860,9 +860,7 @@ class Outbox:
 
     def _on_server(self, client: Any, settings: ServerSettings, item: OutboxItem) -> bool:
         """Whether the server already holds the item's SOP instance (QIDO-RS)."""
-        with server_errors(
-            settings, f"checking whether result {item.sop_instance_uid} is already there (QIDO-RS)"
-        ):
+        with server_errors(settings, f"the QIDO-RS check for result {item.sop_instance_uid}"):
             found = client.search_for_instances(
                 item.study_uid,
                 item.series_uid,
@@ -897,9 +895,8 @@ class Outbox:
             jitter=self.jitter,
             rng=self._rng,
         )
-        logger.warning(
-            "result %s not sent (attempt %d): %s", item.sop_instance_uid, failures, reason
-        )
+        # info, not warning: the item's state shows it, and it is retried on its own.
+        logger.info("result %s not sent (attempt %d): %s", item.sop_instance_uid, failures, reason)
         return self._save(
             replace(
                 item,

@@ -601,7 +601,7 @@ class ResultStore:
         settings = self.server_for(case)
         client = open_client(settings)
         try:
-            with server_errors(settings, f"the search for results of case {case.label}"):
+            with server_errors(settings, f"the QIDO-RS search for results of case {case.label}"):
                 listed = [
                     Dataset.from_json(entry)
                     for entry in client.search_for_series(
@@ -617,7 +617,7 @@ class ResultStore:
                 seg_series = str(entry.get("SeriesInstanceUID", ""))
                 if best is not None and _dated(entry) and _order(entry) < best.order:
                     break
-                with server_errors(settings, f"reading the metadata of SEG series {seg_series}"):
+                with server_errors(settings, f"the metadata request of SEG series {seg_series}"):
                     metadata = [
                         Dataset.from_json({k: v for k, v in m.items() if k in _HEADER_KEYS})
                         for m in client.retrieve_series_metadata(study, seg_series)
@@ -651,7 +651,7 @@ class ResultStore:
         sop, series = str(found.point.sop_instance_uid), found.series_uid
         cached = [p for p in cache.series_files(study, series) if p.name == sop]
         if not cached:
-            with server_errors(settings, f"retrieving SEG {sop} (WADO-RS)"):
+            with server_errors(settings, f"the WADO-RS retrieval of SEG {sop}"):
                 ds = client.retrieve_instance(study, series, sop)
             cache.store_datasets([ds])
             cached = [p for p in cache.series_files(study, series) if p.name == sop]
