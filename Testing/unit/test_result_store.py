@@ -7,6 +7,7 @@ The DICOMweb destination (outbox, server search) is tested against Orthanc in
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -116,12 +117,13 @@ def test_file_batch_saves_beside_the_image_as_slicercaseiterator(tmp_path: Path)
     assert image.GetMetaData(NRRD_READER_KEY) == "alice"
     assert image.GetMetaData(NRRD_CASE_KEY) == case.id
     assert (tmp_path / "tmp.seg.nrrd").is_file()  # the given file is left alone
-    # The reader saves again: her own file is replaced, nothing piles up.
+    # The reader saves again: the newest keeps the name, the earlier one a dated name.
     store.save(case, seg_nrrd_path=nrrd_file(tmp_path / "tmp.seg.nrrd", 4))
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(target))).max() == 4
-    assert sorted(p.name for p in (tmp_path / "images").glob("*.seg.nrrd")) == [
-        "liver01_alice.seg.nrrd"
-    ]
+    [previous] = [p for p in (tmp_path / "images").glob("*.seg.nrrd") if p != target]
+    assert re.fullmatch(r"liver01_alice\.\d{8}T\d{6}\.seg\.nrrd", previous.name)
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(previous))).max() == 3
+    assert store.find_latest(case).path == target
     assert not list((tmp_path / "images").glob(".*partial"))
 
 
@@ -132,15 +134,40 @@ def test_never_overwrites_another_readers_file(tmp_path: Path) -> None:
     bobs = (images / "liver01_bob.seg.nrrd").read_bytes()
     ResultStore(batch, "alice").save(case, seg_nrrd_path=nrrd_file(tmp_path / "a.nrrd", 5))
     assert (images / "liver01_bob.seg.nrrd").read_bytes() == bobs
-    # "a.b" and "a_b" map to the same file name: the second never overwrites the first.
-    first = ResultStore(batch, "a.b").save(case, seg_nrrd_path=nrrd_file(tmp_path / "1.nrrd", 1))
-    second = ResultStore(batch, "a_b").save(case, seg_nrrd_path=nrrd_file(tmp_path / "2.nrrd", 2))
-    assert first.files == (images / "liver01_a_b.seg.nrrd",)
-    assert second.files == (images / "liver01_a_b.2.seg.nrrd",)
+    # Names that differ only in characters a file name cannot hold get distinct files.
+    first = ResultStore(batch, "J Doe").save(case, seg_nrrd_path=nrrd_file(tmp_path / "1.nrrd", 1))
+    second = ResultStore(batch, "J_Doe").save(case, seg_nrrd_path=nrrd_file(tmp_path / "2.nrrd", 2))
+    assert first.files[0].name.startswith("liver01_J_Doe-")  # a hash of the full name
+    assert second.files == (images / "liver01_J_Doe.seg.nrrd",)
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(first.files[0]))).max() == 1
-    assert ResultStore(batch, "a.b").find_latest(case).path == first.files[0]
-    assert ResultStore(batch, "a_b").find_latest(case).path == second.files[0]
+    assert ResultStore(batch, "J Doe").find_latest(case).path == first.files[0]
+    assert ResultStore(batch, "J_Doe").find_latest(case).path == second.files[0]
     assert ResultStore(batch, "bob").find_latest(case).path == images / "liver01_bob.seg.nrrd"
+
+
+def test_two_cases_with_one_stem_in_a_shared_folder_keep_their_own_files(tmp_path: Path) -> None:
+    batch_file = tmp_path / "b.toml"
+    batch_file.write_text(
+        '[source]\ntype = "csv"\npath = "t.csv"\n[output]\ndestination = "results"\n'
+    )
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        nrrd_file(tmp_path / folder / "ct.nrrd", 0)
+    (tmp_path / "t.csv").write_text("ID,image\none,a/ct.nrrd\ntwo,b/ct.nrrd\n")
+    batch = load_batch(batch_file)
+    one, two = list(open_source(batch).iter_cases())
+    assert one.result.stem == two.result.stem == "ct"
+    store = ResultStore(batch, "alice")
+    first = store.save(one, seg_nrrd_path=nrrd_file(tmp_path / "1.nrrd", 1))
+    second = store.save(two, seg_nrrd_path=nrrd_file(tmp_path / "2.nrrd", 2))
+    assert first.files == (tmp_path / "results" / "ct_alice.seg.nrrd",)
+    assert second.files == (tmp_path / "results" / "ct_alice.2.seg.nrrd",)
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(first.files[0]))).max() == 1
+    assert store.find_latest(one).path == first.files[0]
+    assert store.find_latest(two).path == second.files[0]
+    store.save(two, seg_nrrd_path=nrrd_file(tmp_path / "3.nrrd", 3))  # its own file again
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(first.files[0]))).max() == 1
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(second.files[0]))).max() == 3
 
 
 def test_file_of_unknown_origin_is_kept_and_still_resumed_from(tmp_path: Path) -> None:

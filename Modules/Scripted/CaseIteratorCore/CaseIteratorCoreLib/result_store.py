@@ -38,6 +38,7 @@ pre-segmentation (``case.masks``: a mask file or an existing SEG such as an AI r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -91,6 +92,7 @@ _SEG_TAGS = [
 #: decoding its per-frame functional groups takes ~0.4 s for a 512x512x100 SEG of 3 segments.
 _HEADER_KEYS = frozenset(f"{pydicom.datadict.tag_for_keyword(k):08X}" for k in _SEG_TAGS)
 _NRRD_HEADER_MAX = 1 << 20
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: What a QIDO-RS series search returns to order SEG series without reading them.
 #: Sorts before any real time (a SEG without date and time is taken as the oldest).
 _NO_TIME = datetime.min.replace(tzinfo=UTC)
@@ -275,13 +277,13 @@ class ResultStore:
     def results_dir(self) -> Path:
         """The results folder used when the source must not be written to."""
         if self._results_dir is None:
-            self._results_dir = user_data_dir() / "results" / _safe_name(self.batch.key)
+            self._results_dir = user_data_dir() / "results" / _safe_folder_name(self.batch.key)
         return self._results_dir
 
     @property
     def reader_tag(self) -> str:
         """The reader's name as it appears in file names."""
-        return _safe_name(self.reader)
+        return safe_reader_name(self.reader)
 
     def folder_for(self, case: Case) -> Path | None:
         """The folder this case's result files go to (None: into the outbox or a database)."""
@@ -429,7 +431,8 @@ class ResultStore:
             target = folder / _numbered(f"{stem}_{self.reader_tag}", n, SEG_NRRD_SUFFIX)
             if target.exists():
                 if self._owns(target, case):
-                    _replace_file(target, content)  # this reader's own file: a new version
+                    _keep_previous(target)  # no result is ever lost
+                    _replace_file(target, content)
                     return target
                 continue  # someone else's: never touched
             try:
@@ -751,10 +754,42 @@ def same_reader(creator: object, reader: str) -> bool:
     return bool(text) and text.casefold() == reader.strip().rstrip("^").strip().casefold()
 
 
-def _safe_name(text: str) -> str:
-    """A file-name part: letters, digits, ``-`` and ``_`` only (dots separate our counters)."""
-    name = re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_")
-    return name or "reader"
+def safe_reader_name(reader: str) -> str:
+    """``reader`` made safe for a file name, and distinct for distinct readers.
+
+    The same rule as the ``.seg.nrrd`` writer's (``seg_nrrd.safe_reader_name``): names of
+    letters, digits, ``.``, ``_`` and ``-`` stay as they are (SlicerCaseIterator's names); any
+    other name has those characters replaced by ``_`` and a short hash of the full name added,
+    so "J Doe" and "J_Doe" never share a file.
+    """
+    cleaned = _UNSAFE.sub("_", reader.strip()).strip("._") or "reader"
+    if cleaned == reader:
+        return cleaned
+    return f"{cleaned}-{hashlib.sha1(reader.encode('utf-8')).hexdigest()[:6]}"
+
+
+def _safe_folder_name(text: str) -> str:
+    return _UNSAFE.sub("_", text).strip("._") or "batch"
+
+
+def _keep_previous(path: Path) -> None:
+    """Give the version of ``path`` on disk a second, dated name before it is replaced.
+
+    ``<base>.<saved time>.seg.nrrd`` as the ``.seg.nrrd`` writer names earlier versions.
+    """
+    base = path.name[: -len(SEG_NRRD_SUFFIX)]
+    saved = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%dT%H%M%S")
+    candidate, number = path.with_name(f"{base}.{saved}{SEG_NRRD_SUFFIX}"), 2
+    while True:
+        try:
+            os.link(path, candidate)
+            return
+        except FileExistsError:
+            candidate = path.with_name(f"{base}.{saved}-{number}{SEG_NRRD_SUFFIX}")
+            number += 1
+        except OSError:  # no hard links here: a copy
+            _create_file(candidate, path.read_bytes())
+            return
 
 
 def _numbered(base: str, n: int, suffix: str) -> str:
@@ -943,5 +978,6 @@ __all__ = [
     "ResumeOrigin",
     "ResumePoint",
     "SavedResult",
+    "safe_reader_name",
     "same_reader",
 ]
