@@ -342,6 +342,7 @@ def test_same_reader(tmp_path: Path) -> None:
     assert same_reader("alice^", "alice")
     assert same_reader("Alice", "alice")
     assert same_reader("Doe^Jane", "Doe^Jane")
+    assert same_reader("J Doe^", "J^Doe")  # how the SEG writer stores "J^Doe"
     assert not same_reader("alice2", "alice")
     assert not same_reader("", "alice")
     assert not same_reader(None, "alice")

@@ -745,13 +745,20 @@ class ResultStore:
 def same_reader(creator: object, reader: str) -> bool:
     """Whether a SEG's ContentCreatorName names ``reader``.
 
-    Person names may carry component separators (``alice^``, ``Doe^Jane``); the comparison
-    ignores trailing empty components and case.
+    The SEG writer stores the reader as a person name whose family name is the whole reader
+    name (``alice^``; ``^``, ``=`` and ``\\`` become spaces). Trailing empty components,
+    repeated spaces and case are ignored; other producers' names (``Doe^Jane``) compare as
+    written.
     """
     if creator is None:
         return False
-    text = str(creator).strip().rstrip("^").strip()
-    return bool(text) and text.casefold() == reader.strip().rstrip("^").strip().casefold()
+    text = _person_key(str(creator))
+    return bool(text) and text == _person_key(reader)
+
+
+def _person_key(name: str) -> str:
+    name = name.strip().rstrip("^")
+    return " ".join(name.replace("=", " ").replace("\\", " ").replace("^", " ").split()).casefold()
 
 
 def safe_reader_name(reader: str) -> str:
