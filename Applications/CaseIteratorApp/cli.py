@@ -18,6 +18,7 @@ from . import (
     console,
     demo_command,
     import_command,
+    outbox_command,
     servers_command,
     status_command,
     validate_command,
@@ -26,7 +27,14 @@ from . import (
 EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 
 #: The sub-command modules, in the order ``--help`` lists them.
-COMMANDS = (validate_command, status_command, import_command, servers_command, demo_command)
+COMMANDS = (
+    validate_command,
+    status_command,
+    import_command,
+    servers_command,
+    outbox_command,
+    demo_command,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
