@@ -313,7 +313,10 @@ def test_segment_metadata_codes_colours_and_algorithm(tmp_path: Path) -> None:
     assert liver.AnatomicRegionSequence[0].CodeValue == "818987002"
     assert "SegmentationAlgorithmIdentificationSequence" not in liver
     assert lesion.SegmentAlgorithmType == "SEMIAUTOMATIC"
-    assert lesion.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == "Threshold"
+    algorithm = lesion.SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmName == "Threshold"
+    family = algorithm.AlgorithmFamilyCodeSequence[0]
+    assert (family.CodingSchemeDesignator, family.CodeValue) == ("DCM", "123105")  # histogram
     assert "AnatomicRegionSequence" not in aorta
     for item, segment in zip(ds.SegmentSequence, (LIVER, LESION, AORTA), strict=True):
         rgb = hd.color.CIELabColor.from_dicom_value(item.RecommendedDisplayCIELabValue).to_rgb()
@@ -502,3 +505,76 @@ def test_seg_own_geometry_spans_its_frames(tmp_path: Path) -> None:
     assert own.voxel_offset_in(source.geometry) == (0, 0, 2)
     back = read_dicom_seg(path, None, own)
     assert np.array_equal(back.mask(0), lesion_only.mask(0)[2:4])
+
+
+@pytest.mark.parametrize("geometry_kind", ["oblique", "multi-frame"])
+def test_same_frames_and_references_as_highdicom_constructor(
+    tmp_path: Path, geometry_kind: str
+) -> None:
+    """Ours and highdicom's own constructor, from the same source headers, frame by frame."""
+    source = make_source(geometry_kind, tmp_path / "series")
+    segmentation = make_segmentation(source.geometry, overlap=True)
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in source.files]
+    for header in headers:
+        for keyword in ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                        "StudyTime", "ReferringPhysicianName"):  # fmt: skip
+            header.setdefault(keyword, "")
+    ours = pydicom.dcmread(
+        write_dicom_seg(
+            build_dicom_seg(segmentation, source.info, reader="x", series_number=1,
+                            derived_from=headers),
+            tmp_path / "ours.dcm",
+        )
+    )  # fmt: skip
+    if source.info.frame_numbers[0] is None:
+        by_uid = {h.SOPInstanceUID: h for h in headers}
+        headers = [by_uid[uid] for uid in source.info.sop_instance_uids]
+        array = np.stack([segmentation.mask(i) for i in range(3)], axis=-1)
+    else:  # highdicom wants the multi-frame source's frames in stored order
+        order = np.argsort([int(f) for f in source.info.frame_numbers])  # type: ignore[arg-type]
+        array = np.stack([segmentation.mask(i)[order] for i in range(3)], axis=-1)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            n, s.name, hd.sr.CodedConcept(s.category.value, s.category.scheme, s.category.meaning),
+            hd.sr.CodedConcept(s.type.value, s.type.scheme, s.type.meaning), "MANUAL",
+        )
+        for n, s in enumerate(segmentation.segments, start=1)
+    ]  # fmt: skip
+    theirs = hd.seg.Segmentation(
+        headers, array.astype(np.uint8), "BINARY", descriptions, generate_uid(), 1,
+        generate_uid(), 1, "x", "x", "1", "1",
+    )  # fmt: skip
+    theirs = pydicom.dcmread(write_dicom_seg(theirs, tmp_path / "theirs.dcm"))
+
+    def frames(ds: pydicom.Dataset) -> dict:
+        seg = hd.seg.Segmentation.from_dataset(ds)
+        pixels = seg.pixel_array.reshape(int(ds.NumberOfFrames), -1)
+        out = {}
+        for item, bits in zip(ds.PerFrameFunctionalGroupsSequence, pixels, strict=True):
+            ref = item.DerivationImageSequence[0].SourceImageSequence[0]
+            key = (
+                int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber),
+                ref.ReferencedSOPInstanceUID,
+                int(ref.get("ReferencedFrameNumber", 0) or 0),
+                tuple(
+                    round(float(v), 4) for v in item.PlanePositionSequence[0].ImagePositionPatient
+                ),
+            )
+            out[key] = bits.tobytes()
+        return out
+
+    assert frames(ours) == frames(theirs)
+    for keyword in ("SegmentsOverlap", "FrameOfReferenceUID", "Rows", "Columns"):
+        assert ours[keyword].value == theirs[keyword].value
+    shared_ours = ours.SharedFunctionalGroupsSequence[0]
+    shared_theirs = theirs.SharedFunctionalGroupsSequence[0]
+    np.testing.assert_allclose(
+        [float(v) for v in shared_ours.PixelMeasuresSequence[0].PixelSpacing],
+        [float(v) for v in shared_theirs.PixelMeasuresSequence[0].PixelSpacing],
+    )
+
+    def referenced(ds: pydicom.Dataset) -> set[str]:
+        (series,) = ds.ReferencedSeriesSequence
+        return {i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence}
+
+    assert referenced(ours) == referenced(theirs)
