@@ -377,6 +377,10 @@ def _coded(code: Code) -> Any:
     return hd.sr.CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning)
 
 
+#: Slices compared at a time: small temporaries stay in cache and need no fresh memory.
+_CHUNK_BYTES = 4 << 20
+
+
 def _binary_frames(
     segmentation: Segmentation,
 ) -> tuple[list[tuple[int, int]], bytes]:
@@ -384,9 +388,10 @@ def _binary_frames(
     geometry = segmentation.geometry
     n_slices = geometry.size[2]
     per_frame = geometry.size[0] * geometry.size[1]
+    step = max(1, _CHUNK_BYTES // per_frame)
     spans: dict[int, tuple[int, int] | None] = {}
     frames: list[tuple[int, int]] = []
-    chunks: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
     for number, (layer_index, value) in enumerate(segmentation.placement, start=1):
         layer = segmentation.layers[layer_index]
         if layer_index not in spans:
@@ -396,22 +401,21 @@ def _binary_frames(
         span = spans[layer_index]
         if span is None:
             continue
-        mask = layer[span[0] : span[1]] == value
-        present = mask.reshape(mask.shape[0], -1).any(axis=1)
-        if not present.any():
-            continue
-        slices = np.flatnonzero(present)
-        frames.extend((number, span[0] + int(k)) for k in slices)
-        chunks.append(mask[slices] if slices.size < present.size else mask)
+        for start in range(span[0], span[1], step):
+            mask = layer[start : min(start + step, span[1])] == value
+            present = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+            if present.size:
+                frames.extend((number, start + int(k)) for k in present)
+                masks.append(mask[present] if present.size < mask.shape[0] else mask)
     if not frames:
         # A SEG needs at least one frame: an empty first slice of segment 1 says "nothing".
         frames.append((1, 0))
-        chunks.append(np.zeros((1, geometry.size[1], geometry.size[0]), dtype=bool))
+        masks.append(np.zeros((1, geometry.size[1], geometry.size[0]), dtype=bool))
     if per_frame % 8 == 0:
-        packed = b"".join(np.packbits(chunk, bitorder="little").tobytes() for chunk in chunks)
+        packed = b"".join(np.packbits(mask, bitorder="little").tobytes() for mask in masks)
     else:  # frames are not byte-aligned: one continuous bit stream
         packed = np.packbits(
-            np.concatenate([c.reshape(-1) for c in chunks]), bitorder="little"
+            np.concatenate([m.reshape(-1) for m in masks]), bitorder="little"
         ).tobytes()
     return frames, packed
 
