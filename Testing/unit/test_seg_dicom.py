@@ -18,6 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from CaseIteratorCoreLib.batch_file import SegmentTemplate
@@ -578,3 +579,33 @@ def test_same_frames_and_references_as_highdicom_constructor(
         return {i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence}
 
     assert referenced(ours) == referenced(theirs)
+
+
+def test_reads_a_fractional_seg_as_above_half(tmp_path: Path) -> None:
+    """An AI tool's FRACTIONAL SEG (probabilities): voxels above half the maximum are inside."""
+    source = make_source("descending-z", tmp_path / "series")
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in source.files]
+    for header in headers:
+        for keyword in ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID",
+                        "StudyTime", "ReferringPhysicianName"):  # fmt: skip
+            header.setdefault(keyword, "")
+    by_uid = {h.SOPInstanceUID: h for h in headers}
+    headers = [by_uid[uid] for uid in source.info.sop_instance_uids]
+    probability = np.zeros(source.geometry.shape, np.float32)
+    probability[2:5, 3:7, 2:6] = 0.9
+    probability[3, 3:7, 2:6] = 0.4  # below half: outside
+    description = hd.seg.SegmentDescription(
+        1, "Liver", hd.sr.CodedConcept("123037004", "SCT", "Anatomical Structure"),
+        hd.sr.CodedConcept("10200004", "SCT", "Liver"), "AUTOMATIC",
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            "nnU-Net", codes.cid7162.ArtificialIntelligence, "2"
+        ),
+    )  # fmt: skip
+    seg = hd.seg.Segmentation(
+        headers, probability, "FRACTIONAL", [description], generate_uid(), 1, generate_uid(), 1,
+        "AI", "AI", "1", "1",
+    )  # fmt: skip
+    back = read_dicom_seg(write_dicom_seg(seg, tmp_path / "ai.dcm"), source.info, source.geometry)
+    assert np.array_equal(back.mask(0), probability > 0.5)
+    (segment,) = back.segments
+    assert segment.algorithm == AlgorithmType.AUTOMATIC and segment.algorithm_name == "nnU-Net"
