@@ -15,10 +15,12 @@ from CaseIteratorCoreLib import __version__
 from CaseIteratorCoreLib.errors import CaseIteratorError
 
 from . import (
+    bench_command,
     console,
     demo_command,
     import_command,
     outbox_command,
+    seg_commands,
     servers_command,
     status_command,
     validate_command,
@@ -33,6 +35,8 @@ COMMANDS = (
     import_command,
     servers_command,
     outbox_command,
+    seg_commands,
+    bench_command,
     demo_command,
 )
 
