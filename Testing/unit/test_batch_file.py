@@ -120,6 +120,22 @@ def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
     assert error.line == 29 and "not valid TOML" in str(error)
 
 
+def test_seg_type(tmp_path: Path) -> None:
+    batch = load_batch(
+        write(
+            tmp_path,
+            GOOD.replace('format = "dicom-seg"', 'format = "dicom-seg"\nseg_type = "labelmap"'),
+        )
+    )
+    assert batch.output.seg_type == "labelmap"
+    assert load_batch(write(tmp_path, GOOD)).output.seg_type == "binary"
+    error = error_of(
+        tmp_path,
+        GOOD.replace('format = "dicom-seg"', 'format = "dicom-seg"\nseg_type = "fractional"'),
+    )
+    assert error.key == "output.seg_type" and error.line == 13 and "labelmap" in str(error)
+
+
 def test_prefetch_depth_range(tmp_path: Path) -> None:
     error = error_of(tmp_path, GOOD.replace("depth = 3", "depth = -1"))
     assert error.key == "prefetch.depth" and error.line == 29

@@ -47,7 +47,9 @@ CSV_SUFFIXES = (".csv", ".tsv")
 DICOM_DB_INDEX = ".dicom-file-client.db"
 
 _TOP_KEYS = ("name", "id", "source", "output", "segments", "prefetch")
-_OUTPUT_KEYS = ("format", "destination")
+_OUTPUT_KEYS = ("format", "destination", "seg_type")
+#: DICOM SEG kinds: BINARY (default, any segments) or LABELMAP (smaller; segments must not overlap).
+SEG_TYPES = ("binary", "labelmap")
 _SEGMENT_KEYS = ("name", "category", "type", "region", "color")
 _PREFETCH_KEYS = ("depth", "max_memory_mb")
 _MAX_DEFAULT_CACHE_MB = 4096
@@ -80,6 +82,8 @@ class OutputSpec:
     format: str = "dicom-seg"
     #: ``None`` means "back to the source"; otherwise a folder.
     folder: Path | None = None
+    #: ``binary`` or ``labelmap`` (DICOM SEG kind).
+    seg_type: str = "binary"
 
     @property
     def to_source(self) -> bool:
@@ -392,13 +396,20 @@ def _parse_output(table: Any, path: Path, source: SourceSpec, error) -> OutputSp
             f"output format {fmt!r} is not known.",
             f"use one of: {', '.join(OUTPUT_FORMATS)}.",
         )
+    seg_type = table.get("seg_type", "binary")
+    if seg_type not in SEG_TYPES:
+        raise error(
+            "output.seg_type",
+            f"seg_type {seg_type!r} is not known.",
+            "use binary (any segments) or labelmap (smaller; segments must not overlap).",
+        )
     destination = table.get("destination", "source")
     if not isinstance(destination, str) or not destination:
         raise error(
             "output.destination", f'destination must be "source" or a folder, got {destination!r}.'
         )
     if destination == "source":
-        return OutputSpec(format=fmt)
+        return OutputSpec(format=fmt, seg_type=seg_type)
     folder = Path(destination).expanduser()
     if not folder.is_absolute():
         folder = path.parent / folder
@@ -408,7 +419,7 @@ def _parse_output(table: Any, path: Path, source: SourceSpec, error) -> OutputSp
             f"destination {folder} exists and is not a folder.",
             'use "source" or a folder path.',
         )
-    return OutputSpec(format=fmt, folder=folder)
+    return OutputSpec(format=fmt, folder=folder, seg_type=seg_type)
 
 
 def _parse_segments(entries: Any, error) -> tuple[SegmentTemplate, ...]:
