@@ -1,0 +1,215 @@
+"""Starting the reading application: splash, Slicer core, batch, reader, the reading window.
+
+Order matters for how it feels: the splash shows before anything heavy; the Slicer core
+(~250 MB of libraries) is imported while the splash says so; the batch is listed on a worker
+thread while the splash stays painted; the reader is asked once; then the window opens on the
+case where this reader stopped last time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from CaseIteratorCoreLib.paths import default_reader, user_data_dir
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+EXIT_OK, EXIT_UNUSABLE, EXIT_CANCELLED = 0, 2, 130
+
+
+@dataclass(frozen=True)
+class AppOptions:
+    """What ``caseiterator app`` was asked to do."""
+
+    batch: Path | None = None
+    reader: str | None = None
+    kiosk: bool = False
+
+
+def _prepare_environment() -> None:
+    # VTK renders offscreen and Qt shows the pixels: EGL needs no X server and works with GPU
+    # drivers too. Must be set before VTK is imported.
+    os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+
+def _setup_logging() -> Path:
+    folder = user_data_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / "caseiterator.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    return folder
+
+
+def _in_background(splash: Any, work: Callable[[], T]) -> T:
+    """Run ``work`` on a thread while the splash keeps painting; return its result."""
+    result: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            result["value"] = work()
+        except BaseException as exc:  # re-raised on the GUI thread below
+            result["error"] = exc
+
+    thread = threading.Thread(target=target, name="caseiterator-start", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        splash.pump()
+        thread.join(0.03)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _show_error(title: str, text: str) -> None:
+    from Qt import QtWidgets
+
+    from CaseReaderLib.style import APP_TITLE
+
+    box = QtWidgets.QMessageBox()
+    box.setWindowTitle(APP_TITLE)
+    box.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+    box.setText(title)
+    box.setInformativeText(text)
+    box.exec()
+
+
+def _install_excepthook() -> None:
+    """An unexpected error is logged and shown as a message, never as a traceback."""
+
+    def hook(kind, value, trace) -> None:
+        log.error("unexpected error", exc_info=(kind, value, trace))
+        try:
+            _show_error(
+                "Something went wrong",
+                f"{value}\n\nYour saved work and your progress are safe. The details are in "
+                f"{user_data_dir() / 'logs' / 'caseiterator.log'}.",
+            )
+        except Exception:  # never let the hook itself fail
+            sys.__excepthook__(kind, value, trace)
+
+    sys.excepthook = hook
+
+
+def choose_reader(options: AppOptions, station: Any, known: list[str]) -> str | None:
+    """The reader: ``--reader``, ``$CASEITERATOR_READER``, the station's, else asked."""
+    if options.reader:
+        return options.reader
+    if os.environ.get("CASEITERATOR_READER"):
+        return os.environ["CASEITERATOR_READER"]
+    if station.reader:
+        return station.reader
+    from Qt import QtWidgets
+
+    from CaseReaderLib.reader_dialog import ReaderDialog
+
+    if station.readers:
+        dialog = ReaderDialog(station.readers, fixed_list=True)
+    else:
+        dialog = ReaderDialog([default_reader(), *known])
+    if dialog.exec() != QtWidgets.QDialog.DialogCode.Accepted:
+        return None
+    return dialog.reader() or None
+
+
+def run_app(options: AppOptions) -> int:
+    """Run the reading application until its window closes; return the exit code."""
+    _prepare_environment()
+    from Qt import QtWidgets
+
+    from CaseIteratorCoreLib.batch_file import load_batch
+    from CaseIteratorCoreLib.errors import CaseIteratorError
+    from CaseIteratorCoreLib.site_settings import load_site_settings
+    from CaseReaderLib.style import APP_TITLE, apply_style
+
+    from .app_demo_batch import ensure_demo_batch
+    from .app_splash import Splash
+    from .site_station import station_settings
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName(APP_TITLE)
+    app.setOrganizationName(APP_TITLE)
+    apply_style(app)
+    logs = _setup_logging()
+    _install_excepthook()
+    splash = Splash()
+    splash.show_centered()
+
+    try:
+        station = station_settings(load_site_settings())
+        kiosk = options.kiosk or station.kiosk
+        batch_path = options.batch or station.batch
+        if batch_path is None:
+            splash.set_message("Preparing the demo batch (first start only)…")
+            batch_path = _in_background(
+                splash,
+                lambda: ensure_demo_batch(
+                    lambda done, total, message: None  # the splash shows an indefinite bar
+                ),
+            )
+        splash.set_message("Starting the Slicer core…")
+        import trame_slicer.core  # noqa: F401 - the heavy import, while the splash says so
+
+        from CaseReaderLib.reading_scene import ReadingScene
+
+        splash.set_message(f"Reading the batch {batch_path}…")
+        batch = load_batch(batch_path)
+
+        def list_cases():
+            from CaseIteratorCoreLib.sources import open_source
+
+            source = open_source(batch)
+            return source, list(source.iter_cases())
+
+        source, cases = _in_background(splash, list_cases)
+        from CaseIteratorCoreLib.progress_store import ProgressStore
+
+        store = ProgressStore()
+    except CaseIteratorError as exc:
+        splash.close()
+        _show_error("This batch cannot be opened", str(exc))
+        return EXIT_UNUSABLE
+
+    if not cases:
+        splash.close()
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in source.skipped[:3])
+        _show_error("This batch has no cases", reasons or str(batch_path))
+        store.close()
+        return EXIT_UNUSABLE
+
+    splash.hide()
+    reader = choose_reader(options, station, store.readers(batch.key))
+    if reader is None:
+        splash.close()
+        store.close()
+        return EXIT_CANCELLED
+    splash.show()
+    splash.set_message(f"Opening {batch.name} for {reader}…")
+
+    from CaseReaderLib.reading_session import ReadingSession
+    from CaseReaderLib.reading_window import ReadingWindow
+
+    session = ReadingSession.open(batch, source, cases, store, reader)
+    scene = ReadingScene(vtk_log=logs / "vtk.log")
+    window = ReadingWindow(session, scene, effects=station.effects, kiosk=kiosk)
+    if kiosk:
+        window.showFullScreen()
+    else:
+        window.showMaximized()
+    splash.close()
+    window.start()
+    code = app.exec()
+    source.close()
+    store.close()
+    return int(code)

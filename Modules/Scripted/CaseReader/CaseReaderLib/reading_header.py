@@ -1,0 +1,97 @@
+"""The header of the reading window: brand, batch, "Case N of M", progress, timer, reader."""
+
+from __future__ import annotations
+
+from Qt import QtCore, QtWidgets
+
+from .style import APP_TITLE, icon, logo
+
+
+def format_duration(seconds: float) -> str:
+    """``mm:ss`` (or ``h:mm:ss``) for the reading timer."""
+    total = max(0, int(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class _Chip(QtWidgets.QFrame):
+    """A rounded label with an icon (reader, timer)."""
+
+    def __init__(self, icon_name: str, object_name: str, tooltip: str) -> None:
+        super().__init__()
+        self.setObjectName("chip")
+        self.setToolTip(tooltip)
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(10, 3, 12, 3)
+        layout.setSpacing(6)
+        picture = QtWidgets.QLabel()
+        picture.setPixmap(icon(icon_name).pixmap(16, 16))
+        layout.addWidget(picture)
+        self.label = QtWidgets.QLabel()
+        self.label.setObjectName(object_name)
+        layout.addWidget(self.label)
+
+
+class ReadingHeader(QtWidgets.QFrame):
+    """Top bar of the reading window."""
+
+    def __init__(self, batch_name: str, reader: str, parent: QtWidgets.QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("header")
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(14, 8, 14, 8)
+        layout.setSpacing(12)
+
+        mark = QtWidgets.QLabel()
+        mark.setPixmap(logo().pixmap(30, 30))
+        layout.addWidget(mark)
+        brand = QtWidgets.QVBoxLayout()
+        brand.setSpacing(0)
+        name = QtWidgets.QLabel(APP_TITLE)
+        name.setObjectName("appName")
+        brand.addWidget(name)
+        self.batch_label = QtWidgets.QLabel(batch_name)
+        self.batch_label.setObjectName("batchName")
+        brand.addWidget(self.batch_label)
+        layout.addLayout(brand)
+        layout.addStretch(1)
+
+        middle = QtWidgets.QVBoxLayout()
+        middle.setSpacing(4)
+        self.counter = QtWidgets.QLabel("")
+        self.counter.setObjectName("caseCounter")
+        self.counter.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        middle.addWidget(self.counter)
+        self.progress = QtWidgets.QProgressBar()
+        self.progress.setTextVisible(False)
+        self.progress.setFixedWidth(280)
+        middle.addWidget(self.progress, 0, QtCore.Qt.AlignmentFlag.AlignHCenter)
+        self.case_title = QtWidgets.QLabel("")
+        self.case_title.setObjectName("caseTitle")
+        self.case_title.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        middle.addWidget(self.case_title)
+        layout.addLayout(middle)
+        layout.addStretch(1)
+
+        self.timer_chip = _Chip(
+            "clock", "readingTime", "Reading time of this case (pauses when idle or minimised)"
+        )
+        self.timer_chip.label.setText("00:00")
+        layout.addWidget(self.timer_chip)
+        self.reader_chip = _Chip("reader", "readerName", "The reader whose work is recorded")
+        self.reader_chip.label.setText(reader)
+        layout.addWidget(self.reader_chip)
+
+    def set_position(self, number: int, count: int, finished: int, title: str) -> None:
+        """Show "Case ``number`` of ``count``", the finished share and the case's title."""
+        self.counter.setText(f"Case {number} of {count}")
+        self.progress.setRange(0, max(count, 1))
+        self.progress.setValue(finished)
+        self.progress.setToolTip(f"{finished} of {count} cases finished (done or skipped)")
+        self.case_title.setText(title)
+
+    def set_reading_time(self, seconds: float, paused: bool = False) -> None:
+        """Update the timer chip."""
+        text = format_duration(seconds)
+        self.timer_chip.label.setText(f"{text}  paused" if paused else text)

@@ -1,0 +1,132 @@
+"""Turning the reader's segmentation into the core's result and handing it to the results layer.
+
+The segmentation node's voxels become a core :class:`~CaseIteratorCoreLib.segmentation.
+Segmentation` here (the shared label layers are read in place: milliseconds). Writing it (DICOM
+SEG, ``.seg.nrrd``) and sending it belong to the core's results modules; until those are in
+this installation, :meth:`ResultSaver.save` writes nothing and says so (the reader's progress is
+still recorded).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from CaseIteratorCoreLib.batch_file import BatchDefinition
+from CaseIteratorCoreLib.loading import LoadedCase
+from CaseIteratorCoreLib.segmentation import Segmentation
+
+from .segment_editing import SegmentEditing
+
+log = logging.getLogger(__name__)
+
+#: Core modules the results layer is made of (written in parallel with the reading window).
+RESULT_MODULES = ("CaseIteratorCoreLib.result_store", "CaseIteratorCoreLib.seg_dicom")
+
+
+@dataclass(frozen=True)
+class SaveOutcome:
+    """What a save did.
+
+    Attributes
+    ----------
+    written
+        Whether a result file (or outbox item) was written.
+    refs
+        Result references for the progress store (paths, SOP Instance UIDs).
+    place
+        Where it went, for the status line ("folder /data/...", "outbox for pacs").
+    painted_voxels
+        Voxels per segment, for the status line.
+    """
+
+    written: bool
+    refs: tuple[str, ...]
+    place: str
+    painted_voxels: tuple[int, ...]
+
+
+def _shared_layers(masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """Pack boolean masks into label layers: a mask goes to the first layer it does not overlap.
+
+    Each layer counts its own label values, so empty masks get distinct values too (the core's
+    ``Segmentation.from_masks`` derives them from ``layer.max()``, which repeats a value after
+    an empty mask).
+    """
+    layers: list[np.ndarray] = []
+    used: list[int] = []
+    placement: list[tuple[int, int]] = []
+    for mask in masks:
+        for number, layer in enumerate(layers):
+            if used[number] < 255 and not np.any(layer[mask]):
+                used[number] += 1
+                layer[mask] = used[number]
+                placement.append((number, used[number]))
+                break
+        else:
+            layer = np.zeros(mask.shape, dtype=np.uint8)
+            layer[mask] = 1
+            layers.append(layer)
+            used.append(1)
+            placement.append((len(layers) - 1, 1))
+    return layers, placement
+
+
+def segmentation_of(editing: SegmentEditing, loaded: LoadedCase) -> Segmentation:
+    """The reader's segments and voxels as a core segmentation on the case's image grid."""
+    geometry = loaded.image.volume.geometry
+    masks = [editing.mask(segment_id, geometry.shape) for segment_id in editing.segment_ids]
+    if not masks:
+        return Segmentation.empty(geometry, editing.segments)
+    layers, placement = _shared_layers(masks)
+    return Segmentation(geometry, editing.segments, tuple(layers), tuple(placement))
+
+
+def results_layer_available() -> bool:
+    """Whether the core's result writers are installed."""
+    return all(importlib.util.find_spec(name) is not None for name in RESULT_MODULES)
+
+
+class ResultSaver:
+    """Saves results of one reader's batch.
+
+    Parameters
+    ----------
+    batch
+        The batch (its ``[output]`` says where results go).
+    reader
+        The reader, named in every result.
+    """
+
+    def __init__(self, batch: BatchDefinition, reader: str) -> None:
+        self.batch = batch
+        self.reader = reader
+
+    def save(self, editing: SegmentEditing, loaded: LoadedCase) -> SaveOutcome:
+        """Save the current segmentation of ``loaded``'s case.
+
+        Returns
+        -------
+        SaveOutcome
+            ``written`` is False while the results layer is not installed.
+        """
+        segmentation = segmentation_of(editing, loaded)
+        counts = segmentation.voxel_counts()
+        if not results_layer_available():
+            log.info(
+                "case %s: results layer not installed; %d painted voxels not written",
+                loaded.case.label,
+                int(np.sum(counts)),
+            )
+            return SaveOutcome(False, (), "", counts)
+        return self._write(segmentation, loaded, counts)
+
+    def _write(
+        self, segmentation: Segmentation, loaded: LoadedCase, counts: tuple[int, ...]
+    ) -> SaveOutcome:
+        # Hook for the results layer (DICOM SEG through ResultStore); see the reading window's
+        # notes in README: wired once CaseIteratorCoreLib.result_store is committed.
+        return SaveOutcome(False, (), "", counts)
