@@ -131,12 +131,14 @@ def run_app(options: AppOptions) -> int:
     from CaseIteratorCoreLib.batch_file import load_batch
     from CaseIteratorCoreLib.errors import CaseIteratorError
     from CaseIteratorCoreLib.site_settings import load_site_settings
+    from CaseReaderLib.qt_binding_guard import protect_none_refcount
     from CaseReaderLib.style import APP_TITLE, apply_style
 
     from .app_demo_batch import ensure_demo_batch
     from .app_splash import Splash
     from .site_station import station_settings
 
+    protect_none_refcount()
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     app.setApplicationName(APP_TITLE)
     app.setOrganizationName(APP_TITLE)

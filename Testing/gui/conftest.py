@@ -19,7 +19,11 @@ from pathlib import Path
 import pytest
 
 from CaseIteratorCoreLib.demo_data import write_demo_batch
+from CaseReaderLib.qt_binding_guard import protect_none_refcount
 
+# PySide6 6.12 leaks a reference to None per void Qt call on Python 3.11: a long test session
+# would abort with "deallocating None" (see qt_binding_guard).
+protect_none_refcount()
 
 @pytest.fixture
 def demo_batch(tmp_path: Path) -> Path:

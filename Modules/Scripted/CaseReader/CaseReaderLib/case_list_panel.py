@@ -4,12 +4,83 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from Qt import QtCore, QtWidgets
+from Qt import QtCore, QtGui, QtWidgets
 
 from CaseIteratorCoreLib.cases import Case
 from CaseIteratorCoreLib.progress_store import CaseProgress, CaseStatus
 
 from .status_icons import STATUS_LABELS, status_icon
+
+_PRIMARY = QtCore.Qt.ItemDataRole.UserRole + 2
+_SECONDARY = QtCore.Qt.ItemDataRole.UserRole + 3
+
+
+def case_lines(case: Case) -> tuple[str, str]:
+    """Two lines for the case list: who and when, then which series."""
+    details = case.details
+    date = details.get("study_date", "")
+    if len(date) == 8 and date.isdigit():
+        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    primary = " · ".join(p for p in (details.get("patient_id", ""), date) if p)
+    secondary = details.get("series_description") or details.get("modality", "")
+    if not primary:
+        parts = case.name.split(" · ")
+        primary, secondary = parts[0], " · ".join(parts[1:]) or secondary
+    return primary, secondary
+
+
+class _CaseItemDelegate(QtWidgets.QStyledItemDelegate):
+    """Status icon, number and two lines of text per case."""
+
+    def sizeHint(self, option, index) -> QtCore.QSize:
+        return QtCore.QSize(option.rect.width(), 46)
+
+    def paint(self, painter: QtGui.QPainter, option, index) -> None:
+        opt = QtWidgets.QStyleOptionViewItem(option)
+        self.initStyleOption(opt, index)
+        widget = opt.widget
+        style = widget.style() if widget is not None else QtWidgets.QApplication.style()
+        opt.text = ""
+        opt.icon = QtGui.QIcon()
+        style.drawControl(QtWidgets.QStyle.ControlElement.CE_ItemViewItem, opt, painter, widget)
+        painter.save()
+        rect = option.rect.adjusted(10, 6, -8, -6)
+        icon = index.data(QtCore.Qt.ItemDataRole.DecorationRole)
+        if isinstance(icon, QtGui.QIcon):
+            icon.paint(painter, QtCore.QRect(rect.left(), rect.top() + 2, 16, 16))
+        selected = bool(option.state & QtWidgets.QStyle.StateFlag.State_Selected)
+        text_left = rect.left() + 26
+        number = str(index.row() + 1)
+        font = QtGui.QFont(option.font)
+        painter.setFont(font)
+        metrics = QtGui.QFontMetrics(font)
+        line = metrics.height()
+        painter.setPen(QtGui.QColor("#ffffff" if selected else "#e3e6ea"))
+        first = QtCore.QRect(text_left, rect.top(), rect.right() - text_left, line)
+        primary = index.data(_PRIMARY) or ""
+        painter.drawText(
+            first,
+            int(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter),
+            metrics.elidedText(
+                f"{number}.  {primary}", QtCore.Qt.TextElideMode.ElideRight, first.width()
+            ),
+        )
+        small = QtGui.QFont(font)
+        small.setPointSizeF(max(7.5, font.pointSizeF() - 1))
+        painter.setFont(small)
+        small_metrics = QtGui.QFontMetrics(small)
+        painter.setPen(QtGui.QColor("#c9d6e2" if selected else "#8f98a2"))
+        second = QtCore.QRect(
+            text_left, rect.top() + line + 2, first.width(), small_metrics.height()
+        )
+        painter.drawText(
+            second,
+            int(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter),
+            small_metrics.elidedText(
+                index.data(_SECONDARY) or "", QtCore.Qt.TextElideMode.ElideRight, second.width()
+            ),
+        )
+        painter.restore()
 
 
 def _duration(seconds: float) -> str:
@@ -40,9 +111,11 @@ class CaseListPanel(QtWidgets.QFrame):
         self.list = QtWidgets.QListWidget()
         self.list.setObjectName("caseList")
         self.list.setUniformItemSizes(True)
+        self.list.setSpacing(1)
         self.list.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setTextElideMode(QtCore.Qt.TextElideMode.ElideRight)
         self.list.setIconSize(QtCore.QSize(16, 16))
+        self.list.setItemDelegate(_CaseItemDelegate(self.list))
         self.list.itemActivated.connect(self._on_activated)
         self.list.itemClicked.connect(self._on_activated)
         layout.addWidget(self.list, 1)
@@ -55,10 +128,11 @@ class CaseListPanel(QtWidgets.QFrame):
         """Fill the list (all cases to do until statuses are set)."""
         self.list.clear()
         for number, case in enumerate(cases, start=1):
-            item = QtWidgets.QListWidgetItem(
-                status_icon(CaseStatus.TODO), f"{number}.  {case.name}"
-            )
+            primary, secondary = case_lines(case)
+            item = QtWidgets.QListWidgetItem(status_icon(CaseStatus.TODO), f"{number}. {case.name}")
             item.setData(QtCore.Qt.ItemDataRole.UserRole, number - 1)
+            item.setData(_PRIMARY, primary)
+            item.setData(_SECONDARY, secondary)
             item.setToolTip(case.name)
             self.list.addItem(item)
 

@@ -137,6 +137,10 @@ class EditToolsPanel(QtWidgets.QWidget):
         self.brush_slider.setToolTip("Brush diameter in millimetres (Shift+wheel in a view)")
         self.brush_slider.valueChanged.connect(self._on_brush_changed)
         layout.addWidget(self.brush_slider)
+        self.sphere_brush = QtWidgets.QCheckBox("Sphere brush (also paints nearby slices)")
+        self.sphere_brush.setChecked(self._editing.sphere_brush)
+        self.sphere_brush.toggled.connect(self._editing.set_sphere_brush)
+        layout.addWidget(self.sphere_brush)
         self._on_brush_changed(self.brush_slider.value())
         return page
 

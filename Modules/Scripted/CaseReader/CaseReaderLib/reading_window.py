@@ -19,11 +19,13 @@ from CaseIteratorCoreLib.mrml_volume import volume_to_node
 from CaseIteratorCoreLib.problems import Severity
 from CaseIteratorCoreLib.segmentation import Segment
 
+from .case_details_panel import CaseDetailsPanel
 from .case_list_panel import CaseListPanel
 from .case_loader import CaseLoader
 from .edit_tools_panel import EditToolsPanel, register_tool_shortcuts
 from .message_banner import MessageBanner
 from .navigation_bar import NavigationBar
+from .qt_binding_guard import protect_none_refcount
 from .reading_actions import make_actions
 from .reading_header import ReadingHeader
 from .reading_scene import ReadingScene
@@ -85,6 +87,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         kiosk: bool = False,
         parent: QtWidgets.QWidget | None = None,
     ) -> None:
+        protect_none_refcount()  # before the first repaint: see qt_binding_guard
         super().__init__(parent)
         self.setObjectName("readingWindow")
         self.setWindowTitle(f"{APP_TITLE} — {session.batch.name}")
@@ -150,6 +153,8 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self.presets = WindowPresetsBar()
         side.addWidget(self.presets)
         side.addStretch(1)
+        self.details = CaseDetailsPanel()
+        side.addWidget(self.details)
         body.addWidget(self.side_panel)
         outer.addLayout(body, 1)
 
@@ -328,6 +333,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
                 f"{case.name} opened with warnings", "\n".join(warnings[:4]), kind="info"
             )
         self.navigation.set_status(describe_image(loaded))
+        self.details.show_case(loaded)
         self.timer.start()
         self._update_actions()
         if self.session.has_next():
@@ -344,6 +350,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self._refresh_statuses()
         self.loaded = None
         self.editing.close_case()
+        self.details.show_case(None)
         self.views.set_placeholder("This case could not be opened")
         actions = [("Try again", lambda: self._retry(index))]
         if self.session.has_next():

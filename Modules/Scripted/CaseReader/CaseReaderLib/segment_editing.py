@@ -94,6 +94,7 @@ class SegmentEditing:
         self._segment_ids: list[str] = []
         self._effect = "navigate"
         self._brush_mm = 8.0
+        self._sphere_brush = False
         self._listeners: list[Callable[[], None]] = []
         self.undo_stack.index_changed.connect(self._on_undo_changed)
         self.undo_stack.clean_changed.connect(self._on_undo_changed)
@@ -269,10 +270,23 @@ class SegmentEditing:
         if effect is not None and hasattr(effect, "set_brush_diameter"):
             self._apply_brush(effect)
 
+    @property
+    def sphere_brush(self) -> bool:
+        """Whether the brush is a sphere (paints neighbouring slices too) or a disc."""
+        return self._sphere_brush
+
+    def set_sphere_brush(self, sphere: bool) -> None:
+        """Paint with a sphere (3D) or a disc in the slice (2D, the default)."""
+        self._sphere_brush = bool(sphere)
+        effect = self.active_effect()
+        if effect is not None and hasattr(effect, "set_brush_diameter"):
+            self._apply_brush(effect)
+
     def _apply_brush(self, effect: Any) -> None:
         from trame_slicer.segmentation import BrushDiameterMode
 
         effect.set_brush_diameter(self._brush_mm, BrushDiameterMode.Absolute)
+        effect.set_use_sphere_brush(self._sphere_brush)
 
     # -- undo ------------------------------------------------------------------------------
 

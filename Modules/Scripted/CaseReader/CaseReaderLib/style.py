@@ -34,8 +34,9 @@ _PALETTE = {
 
 
 def style_sheet() -> str:
-    """The application's style sheet (Resources/style/caseiterator.qss)."""
-    return resource_path("style", "caseiterator.qss").read_text(encoding="utf-8")
+    """The application's style sheet (Resources/style/caseiterator.qss), icon paths filled in."""
+    text = resource_path("style", "caseiterator.qss").read_text(encoding="utf-8")
+    return text.replace("@ICONS@", resource_path("icons").as_posix())
 
 
 @cache
