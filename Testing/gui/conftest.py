@@ -25,6 +25,7 @@ from CaseReaderLib.qt_binding_guard import protect_none_refcount
 # would abort with "deallocating None" (see qt_binding_guard).
 protect_none_refcount()
 
+
 @pytest.fixture
 def demo_batch(tmp_path: Path) -> Path:
     """A two-case demo batch of small CT series (64x64, 16 slices): the batch file."""
