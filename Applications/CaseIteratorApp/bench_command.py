@@ -26,6 +26,7 @@ import numpy as np
 from rich.table import Table
 
 from . import console
+from .bench_next_case import register_next_case
 
 #: Issue 5's targets: at most this long from the segmentation node to the SEG file ...
 TARGET_SECONDS = 0.4
@@ -343,7 +344,7 @@ def register_seg(targets: argparse._SubParsersAction) -> None:
 
 
 #: ``register(targets)`` of each ``bench`` target, in the order ``--help`` lists them.
-TARGETS: list[Callable[[argparse._SubParsersAction], None]] = [register_seg]
+TARGETS: list[Callable[[argparse._SubParsersAction], None]] = [register_seg, register_next_case]
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -15,6 +15,7 @@ from CaseIteratorCoreLib import __version__
 from CaseIteratorCoreLib.errors import CaseIteratorError
 
 from . import (
+    app_command,
     bench_command,
     console,
     demo_command,
@@ -30,6 +31,7 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 
 #: The sub-command modules, in the order ``--help`` lists them.
 COMMANDS = (
+    app_command,
     validate_command,
     status_command,
     import_command,
