@@ -123,12 +123,40 @@ def choose_reader(options: AppOptions, station: Any, known: list[str]) -> str | 
     return dialog.reader() or None
 
 
+def _open_batch(splash: Any, batch_path: Path) -> tuple[Any, Any, list] | None:
+    """Load and list a batch while the splash shows; None (after telling why) when unusable."""
+    from CaseIteratorCoreLib.batch_file import load_batch
+    from CaseIteratorCoreLib.errors import CaseIteratorError
+
+    splash.set_message(f"Reading the batch {batch_path}…")
+    try:
+        batch = load_batch(batch_path)
+
+        def list_cases():
+            from CaseIteratorCoreLib.sources import open_source
+
+            source = open_source(batch)
+            return source, list(source.iter_cases())
+
+        source, cases = _in_background(splash, list_cases)
+    except CaseIteratorError as exc:
+        splash.hide()
+        _show_error("This batch cannot be opened", str(exc))
+        return None
+    if not cases:
+        splash.hide()
+        reasons = "; ".join(f"{s.path}: {s.reason}" for s in source.skipped[:3])
+        _show_error("This batch has no cases", reasons or str(batch_path))
+        source.close()
+        return None
+    return batch, source, cases
+
+
 def run_app(options: AppOptions) -> int:
     """Run the reading application until its window closes; return the exit code."""
     _prepare_environment()
     from Qt import QtWidgets
 
-    from CaseIteratorCoreLib.batch_file import load_batch
     from CaseIteratorCoreLib.errors import CaseIteratorError
     from CaseIteratorCoreLib.site_settings import load_site_settings
     from CaseReaderLib.qt_binding_guard import protect_none_refcount
@@ -150,68 +178,70 @@ def run_app(options: AppOptions) -> int:
 
     try:
         station = station_settings(load_site_settings())
-        kiosk = options.kiosk or station.kiosk
-        batch_path = options.batch or station.batch
-        if batch_path is None:
-            splash.set_message("Preparing the demo batch (first start only)…")
-            batch_path = _in_background(
-                splash,
-                lambda: ensure_demo_batch(
-                    lambda done, total, message: None  # the splash shows an indefinite bar
-                ),
-            )
-        splash.set_message("Starting the Slicer core…")
-        import trame_slicer.core  # noqa: F401 - the heavy import, while the splash says so
-
-        from CaseReaderLib.reading_scene import ReadingScene
-
-        splash.set_message(f"Reading the batch {batch_path}…")
-        batch = load_batch(batch_path)
-
-        def list_cases():
-            from CaseIteratorCoreLib.sources import open_source
-
-            source = open_source(batch)
-            return source, list(source.iter_cases())
-
-        source, cases = _in_background(splash, list_cases)
         from CaseIteratorCoreLib.progress_store import ProgressStore
 
         store = ProgressStore()
     except CaseIteratorError as exc:
         splash.close()
-        _show_error("This batch cannot be opened", str(exc))
+        _show_error("CaseIterator cannot start", str(exc))
         return EXIT_UNUSABLE
+    kiosk = options.kiosk or station.kiosk
+    batch_path = options.batch or station.batch
+    if batch_path is None:
+        splash.set_message("Preparing the demo batch (first start only)…")
+        batch_path = _in_background(splash, ensure_demo_batch)
+    splash.set_message("Starting the Slicer core…")
+    import trame_slicer.core  # noqa: F401 - the heavy import, while the splash says so
 
-    if not cases:
-        splash.close()
-        reasons = "; ".join(f"{s.path}: {s.reason}" for s in source.skipped[:3])
-        _show_error("This batch has no cases", reasons or str(batch_path))
-        store.close()
-        return EXIT_UNUSABLE
-
-    splash.hide()
-    reader = choose_reader(options, station, store.readers(batch.key))
-    if reader is None:
-        splash.close()
-        store.close()
-        return EXIT_CANCELLED
-    splash.show()
-    splash.set_message(f"Opening {batch.name} for {reader}…")
-
+    from CaseReaderLib.reading_scene import ReadingScene
     from CaseReaderLib.reading_session import ReadingSession
     from CaseReaderLib.reading_window import ReadingWindow
 
-    session = ReadingSession.open(batch, source, cases, store, reader)
-    scene = ReadingScene(vtk_log=logs / "vtk.log")
-    window = ReadingWindow(session, scene, effects=station.effects, kiosk=kiosk)
-    if kiosk:
-        window.showFullScreen()
-    else:
-        window.showMaximized()
-    splash.close()
-    window.start()
-    code = app.exec()
-    source.close()
-    store.close()
-    return int(code)
+    reader: str | None = None
+    code = EXIT_OK
+    previous: Path | None = None
+    try:
+        while batch_path is not None:
+            opened = _open_batch(splash, batch_path)
+            if opened is None:
+                if previous is None:
+                    return EXIT_UNUSABLE
+                batch_path, previous = previous, None  # back to the batch the reader left
+                splash.show_centered()
+                continue
+            batch, source, cases = opened
+            if reader is None:
+                splash.hide()
+                reader = choose_reader(options, station, store.readers(batch.key))
+                if reader is None:
+                    source.close()
+                    return EXIT_CANCELLED
+                splash.show_centered()
+            splash.set_message(f"Opening {batch.name} for {reader}…")
+            session = ReadingSession.open(batch, source, cases, store, reader)
+            window = ReadingWindow(
+                session,
+                ReadingScene(vtk_log=logs / "vtk.log"),
+                effects=station.effects,
+                kiosk=kiosk,
+                allowed_folders=station.allowed_folders,
+            )
+            if kiosk:
+                window.showFullScreen()
+            else:
+                window.showMaximized()
+            # close(), not hide(): a hidden splash would keep the application from quitting
+            # when the reading window closes.
+            splash.close()
+            window.start()
+            code = int(app.exec())
+            source.close()
+            previous, batch_path = batch_path, window.requested_batch
+            window.deleteLater()
+            app.processEvents()
+            if batch_path is not None:
+                splash.show_centered()
+    finally:
+        splash.close()
+        store.close()
+    return code

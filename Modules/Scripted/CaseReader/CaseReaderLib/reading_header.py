@@ -74,6 +74,9 @@ class ReadingHeader(QtWidgets.QFrame):
         layout.addLayout(middle)
         layout.addStretch(1)
 
+        self.open_button = QtWidgets.QPushButton("Open batch…")
+        self.open_button.setToolTip("Open another batch (your progress in this one is kept)")
+        layout.addWidget(self.open_button)
         self.timer_chip = _Chip(
             "clock", "readingTime", "Reading time of this case (pauses when idle or minimised)"
         )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from Qt import QtCore, QtGui, QtWidgets
 
@@ -19,6 +20,7 @@ from CaseIteratorCoreLib.mrml_volume import volume_to_node
 from CaseIteratorCoreLib.problems import Severity
 from CaseIteratorCoreLib.segmentation import Segment
 
+from .batch_picker import choose_batch
 from .case_details_panel import CaseDetailsPanel
 from .case_list_panel import CaseListPanel
 from .case_loader import CaseLoader
@@ -69,6 +71,9 @@ class ReadingWindow(QtWidgets.QMainWindow):
         Editing tools to offer (site settings); all when None.
     kiosk
         Reading-station mode: closing asks for confirmation, nothing else of the desktop shows.
+    allowed_folders
+        Folders the "Open batch" dialog may show (site settings); in kiosk mode without any,
+        no file dialog is offered.
 
     Signals
     -------
@@ -85,6 +90,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         *,
         effects: Iterable[str] | None = None,
         kiosk: bool = False,
+        allowed_folders: Sequence[Path] = (),
         parent: QtWidgets.QWidget | None = None,
     ) -> None:
         protect_none_refcount()  # before the first repaint: see qt_binding_guard
@@ -93,6 +99,9 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self.setWindowTitle(f"{APP_TITLE} — {session.batch.name}")
         self.session = session
         self.kiosk = kiosk
+        self.allowed_folders = tuple(allowed_folders)
+        #: A batch the reader chose with "Open batch…"; the application opens it next.
+        self.requested_batch: Path | None = None
         self.scene = scene or ReadingScene()
         self.editing = SegmentEditing(self.scene)
         self.saver = ResultSaver(session.batch, session.reader)
@@ -121,6 +130,8 @@ class ReadingWindow(QtWidgets.QMainWindow):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.setSpacing(0)
         self.header = ReadingHeader(session.batch.name, session.reader)
+        self.header.open_button.clicked.connect(self.open_other_batch)
+        self.header.open_button.setVisible(not self.kiosk or bool(self.allowed_folders))
         outer.addWidget(self.header)
 
         body = QtWidgets.QHBoxLayout()
@@ -457,10 +468,38 @@ class ReadingWindow(QtWidgets.QMainWindow):
             seconds = 0.0
         self.header.set_reading_time(self._recorded_seconds + seconds, self.timer.paused)
 
-    # -- closing ---------------------------------------------------------------------------
+    # -- batches and closing ---------------------------------------------------------------
+
+    def open_other_batch(self) -> None:
+        """Let the reader choose another batch (inside the allowed folders); close for it."""
+        path = choose_batch(self, self.allowed_folders, kiosk=self.kiosk)
+        if path is None:
+            return
+        self.requested_batch = path
+        if not self.close():
+            self.requested_batch = None
+
+    def _confirm_quit(self) -> bool:
+        box = QtWidgets.QMessageBox(self)
+        box.setWindowTitle(APP_TITLE)
+        box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+        box.setText("Quit CaseIterator?")
+        box.setInformativeText("Your progress is kept; reading resumes here next time.")
+        quit_button = box.addButton("Quit", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Keep reading", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+        box.exec()
+        return box.clickedButton() is quit_button
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         if not self._closing and not self._may_leave():
+            event.ignore()
+            return
+        if (
+            not self._closing
+            and self.kiosk
+            and self.requested_batch is None
+            and not self._confirm_quit()
+        ):
             event.ignore()
             return
         self.shutdown()
