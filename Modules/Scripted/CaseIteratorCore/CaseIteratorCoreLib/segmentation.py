@@ -138,21 +138,23 @@ class Segmentation:
         if len(masks) != len(segments):
             raise ValueError(f"{len(masks)} masks for {len(segments)} segments")
         layers: list[np.ndarray] = []
+        used: list[int] = []  # label values given per layer (an empty mask still takes one)
         placement = []
         for mask in masks:
             mask = np.asarray(mask, dtype=bool)
             if mask.shape != geometry.shape:
                 raise ValueError(f"mask shape {mask.shape} is not the grid's {geometry.shape}")
             for number, layer in enumerate(layers):
-                used = int(layer.max()) if layer.size else 0
-                if used < 255 and not np.any(layer[mask]):
-                    layer[mask] = used + 1
-                    placement.append((number, used + 1))
+                if used[number] < 255 and not np.any(layer[mask]):
+                    used[number] += 1
+                    layer[mask] = used[number]
+                    placement.append((number, used[number]))
                     break
             else:
                 layer = np.zeros(geometry.shape, dtype=np.uint8)
                 layer[mask] = 1
                 layers.append(layer)
+                used.append(1)
                 placement.append((len(layers) - 1, 1))
         if not layers:
             layers.append(np.zeros(geometry.shape, dtype=np.uint8))

@@ -2,16 +2,19 @@
 
 The segmentation node's voxels become a core :class:`~CaseIteratorCoreLib.segmentation.
 Segmentation` here (the shared label layers are read in place: milliseconds). Writing it (DICOM
-SEG, ``.seg.nrrd``) and sending it belong to the core's results modules; until those are in
-this installation, :meth:`ResultSaver.save` writes nothing and says so (the reader's progress is
-still recorded).
+SEG, ``.seg.nrrd``) and sending it belong to the core's results modules (seg_dicom, seg_nrrd,
+result_store, outbox); this module only chooses the formats the batch asks for.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import tempfile
+import threading
+import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -104,6 +107,7 @@ class ResultSaver:
     def __init__(self, batch: BatchDefinition, reader: str) -> None:
         self.batch = batch
         self.reader = reader
+        self._result_store = None
 
     def save(self, editing: SegmentEditing, loaded: LoadedCase) -> SaveOutcome:
         """Save the current segmentation of ``loaded``'s case.
@@ -124,9 +128,63 @@ class ResultSaver:
             return SaveOutcome(False, (), "", counts)
         return self._write(segmentation, loaded, counts)
 
+    def _store(self):
+        """The core's result store of this batch (made once; DICOMweb batches get their server)."""
+        if self._result_store is None:
+            from CaseIteratorCoreLib.result_store import ResultStore
+            from CaseIteratorCoreLib.sources import open_source
+
+            servers, cache = [], None
+            if self.batch.source.type == "dicomweb":
+                # The source knows the server (site settings or written in the batch) and the
+                # local DICOM database a SEG found on the server is cached in.
+                source = open_source(self.batch)
+                servers, cache = [source.server], source.cache
+            self._result_store = ResultStore(self.batch, self.reader, servers=servers, cache=cache)
+        return self._result_store
+
     def _write(
         self, segmentation: Segmentation, loaded: LoadedCase, counts: tuple[int, ...]
     ) -> SaveOutcome:
-        # Hook for the results layer (DICOM SEG through ResultStore); see the reading window's
-        # notes in README: wired once CaseIteratorCoreLib.result_store is committed.
-        return SaveOutcome(False, (), "", counts)
+        from CaseIteratorCoreLib.seg_dicom import SegKind, build_dicom_seg
+        from CaseIteratorCoreLib.seg_nrrd import write_seg_nrrd
+
+        store = self._store()
+        output = self.batch.output
+        dicom = loaded.image.dicom
+        seg_dataset = None
+        if dicom is not None and (output.format == "dicom-seg" or self.batch.source.type == "csv"):
+            kind = SegKind.LABELMAP if output.seg_type == "labelmap" else SegKind.BINARY
+            seg_dataset = build_dicom_seg(
+                segmentation,
+                dicom,
+                reader=self.reader,
+                series_number=_next_series_number(dicom),
+                kind=kind,
+            )
+        with tempfile.TemporaryDirectory(prefix="caseiterator-save-") as folder:
+            nrrd = None
+            if output.format == "seg.nrrd" or dicom is None:
+                nrrd = write_seg_nrrd(
+                    segmentation, Path(folder) / "result.seg.nrrd", keep_previous=False
+                )
+            saved = store.save(loaded.case, seg_dataset=seg_dataset, seg_nrrd_path=nrrd)
+        if saved.outbox_item is not None:
+            # Send now in the background; what cannot be sent stays in the outbox on disk and
+            # is retried (caseiterator outbox --retry, or the next save).
+            threading.Thread(target=store.outbox.send_due, name="outbox-send", daemon=True).start()
+        log.info("case %s saved: %s", loaded.case.label, saved.place)
+        return SaveOutcome(True, saved.refs, saved.place, counts)
+
+
+def _next_series_number(dicom) -> int:
+    """A SeriesNumber above the source's that grows with every save, across sessions.
+
+    Minutes since 2020 increase with each save without asking the server what exists; the
+    source's number + 1 wins for sources numbered higher than that.
+    """
+    try:
+        source = int(dicom.header.get("SeriesNumber") or 0)
+    except (TypeError, ValueError):
+        source = 0
+    return max(source + 1, int((time.time() - 1_577_836_800) // 60))
