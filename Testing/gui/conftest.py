@@ -18,12 +18,94 @@ from pathlib import Path
 
 import pytest
 
+from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.demo_data import write_demo_batch
+from CaseIteratorCoreLib.progress_store import ProgressStore
+from CaseIteratorCoreLib.sources import open_source
 from CaseReaderLib.qt_binding_guard import protect_none_refcount
+from CaseReaderLib.reading_session import ReadingSession
+from CaseReaderLib.reading_window import ReadingWindow
 
 # PySide6 6.12 leaks a reference to None per void Qt call on Python 3.11: a long test session
 # would abort with "deallocating None" (see qt_binding_guard).
 protect_none_refcount()
+
+
+#: How long a case may take to appear (first render compiles shaders).
+SHOW_TIMEOUT_MS = 30_000
+
+
+class Reading:
+    """A reading window on a batch, with its progress store."""
+
+    def __init__(self, qtbot, batch_file: Path, reader: str = "dr.test") -> None:
+        self.qtbot = qtbot
+        self.batch = load_batch(batch_file)
+        self.source = open_source(self.batch)
+        self.cases = list(self.source.iter_cases())
+        self.store = ProgressStore()
+        self.session = ReadingSession.open(self.batch, self.source, self.cases, self.store, reader)
+        self.window = ReadingWindow(self.session)
+        self.window.resize(1400, 900)
+        self.window.show()
+        qtbot.waitExposed(self.window)
+        self.window.activateWindow()
+
+    def start(self) -> None:
+        with self.qtbot.waitSignal(self.window.case_shown, timeout=SHOW_TIMEOUT_MS):
+            self.window.start()
+
+    def wait_shown(self, index: int) -> None:
+        self.qtbot.waitUntil(
+            lambda: (
+                self.window.loaded is not None
+                and self.window.loaded.case.id == self.cases[index].id
+            ),
+            timeout=SHOW_TIMEOUT_MS,
+        )
+
+    @property
+    def axial(self):
+        return self.window.views.views["Axial"]
+
+    def close(self) -> None:
+        self.window.editing.mark_saved()  # no "save your edits?" question at teardown
+        self.window.close()
+        assert self.window.loader.pool.activeThreadCount() == 0
+        self.store.close()
+        self.source.close()
+
+
+@pytest.fixture
+def reading_factory(qtbot):
+    """Make :class:`Reading` harnesses (closed by the test)."""
+    return lambda batch_file, reader="dr.test": Reading(qtbot, batch_file, reader)
+
+
+@pytest.fixture
+def reading(qtbot, demo_batch: Path, no_leaks):
+    """A reading window on the demo batch, showing case 1; closed at the end."""
+    harness = Reading(qtbot, demo_batch)
+    harness.start()
+    yield harness
+    harness.close()
+
+
+@pytest.fixture
+def drag(qtbot):
+    """Drag with the left button through ``points`` of ``widget``."""
+
+    def do(widget, points) -> None:
+        from Qt import QtCore
+
+        left = QtCore.Qt.MouseButton.LeftButton
+        qtbot.mouseMove(widget, points[0])
+        qtbot.mousePress(widget, left, pos=points[0])
+        for point in points[1:]:
+            qtbot.mouseMove(widget, point)
+        qtbot.mouseRelease(widget, left, pos=points[-1])
+
+    return do
 
 
 @pytest.fixture

@@ -8,11 +8,7 @@ import numpy as np
 import pytest
 from Qt import QtCore, QtWidgets
 
-from CaseIteratorCoreLib.batch_file import load_batch
-from CaseIteratorCoreLib.progress_store import CaseStatus, ProgressStore
-from CaseIteratorCoreLib.sources import open_source
-from CaseReaderLib.reading_session import ReadingSession
-from CaseReaderLib.reading_window import ReadingWindow
+from CaseIteratorCoreLib.progress_store import CaseStatus
 from CaseReaderLib.skip_dialog import SkipDialog
 
 pytestmark = [pytest.mark.gui, pytest.mark.slicer]
@@ -20,56 +16,7 @@ pytestmark = [pytest.mark.gui, pytest.mark.slicer]
 SHOW_TIMEOUT_MS = 30_000
 
 
-class Reading:
-    """A reading window on a batch, with its progress store."""
-
-    def __init__(self, qtbot, batch_file: Path, reader: str = "dr.test") -> None:
-        self.qtbot = qtbot
-        self.batch = load_batch(batch_file)
-        self.source = open_source(self.batch)
-        self.cases = list(self.source.iter_cases())
-        self.store = ProgressStore()
-        self.session = ReadingSession.open(self.batch, self.source, self.cases, self.store, reader)
-        self.window = ReadingWindow(self.session)
-        self.window.resize(1400, 900)
-        self.window.show()
-        qtbot.waitExposed(self.window)
-        self.window.activateWindow()
-
-    def start(self) -> None:
-        with self.qtbot.waitSignal(self.window.case_shown, timeout=SHOW_TIMEOUT_MS):
-            self.window.start()
-
-    def wait_shown(self, index: int) -> None:
-        self.qtbot.waitUntil(
-            lambda: (
-                self.window.loaded is not None
-                and self.window.loaded.case.id == self.cases[index].id
-            ),
-            timeout=SHOW_TIMEOUT_MS,
-        )
-
-    @property
-    def axial(self):
-        return self.window.views.views["Axial"]
-
-    def close(self) -> None:
-        self.window.editing.mark_saved()  # no "save your edits?" question at teardown
-        self.window.close()
-        assert self.window.loader.pool.activeThreadCount() == 0
-        self.store.close()
-        self.source.close()
-
-
-@pytest.fixture
-def reading(qtbot, demo_batch: Path, no_leaks):
-    harness = Reading(qtbot, demo_batch)
-    harness.start()
-    yield harness
-    harness.close()
-
-
-def test_window_opens_on_case_1_of_2(reading: Reading) -> None:
+def test_window_opens_on_case_1_of_2(reading) -> None:
     window = reading.window
     assert window.header.counter.text() == "Case 1 of 2"
     assert window.windowTitle().startswith("CaseIterator")
@@ -84,7 +31,7 @@ def test_window_opens_on_case_1_of_2(reading: Reading) -> None:
     assert window.last_switch_seconds < 5.0
 
 
-def test_next_loads_case_2_and_the_image_changes(reading: Reading) -> None:
+def test_next_loads_case_2_and_the_image_changes(reading) -> None:
     before = reading.axial.frame_array().copy()
     reading.window.navigation.next_button.click()
     reading.wait_shown(1)
@@ -96,7 +43,7 @@ def test_next_loads_case_2_and_the_image_changes(reading: Reading) -> None:
     assert reading.window.actions["previous"].isEnabled()
 
 
-def test_ctrl_n_and_ctrl_p_move_between_cases(qtbot, reading: Reading) -> None:
+def test_ctrl_n_and_ctrl_p_move_between_cases(qtbot, reading) -> None:
     qtbot.keyClick(reading.window, QtCore.Qt.Key.Key_N, QtCore.Qt.KeyboardModifier.ControlModifier)
     reading.wait_shown(1)
     qtbot.keyClick(reading.window, QtCore.Qt.Key.Key_P, QtCore.Qt.KeyboardModifier.ControlModifier)
@@ -106,7 +53,7 @@ def test_ctrl_n_and_ctrl_p_move_between_cases(qtbot, reading: Reading) -> None:
     assert "Ctrl+P" in reading.window.navigation.previous_button.toolTip()
 
 
-def test_skip_asks_a_reason_and_records_it(qtbot, reading: Reading) -> None:
+def test_skip_asks_a_reason_and_records_it(qtbot, reading) -> None:
     answered = []
 
     def answer() -> None:
@@ -127,21 +74,13 @@ def test_skip_asks_a_reason_and_records_it(qtbot, reading: Reading) -> None:
     reading.wait_shown(1)  # and the next case opens
 
 
-def _drag(qtbot, widget: QtWidgets.QWidget, points: list[QtCore.QPoint]) -> None:
-    qtbot.mouseMove(widget, points[0])
-    qtbot.mousePress(widget, QtCore.Qt.MouseButton.LeftButton, pos=points[0])
-    for point in points[1:]:
-        qtbot.mouseMove(widget, point)
-    qtbot.mouseRelease(widget, QtCore.Qt.MouseButton.LeftButton, pos=points[-1])
-
-
-def test_painting_with_the_mouse_changes_the_segmentation(qtbot, reading: Reading) -> None:
+def test_painting_with_the_mouse_changes_the_segmentation(qtbot, reading, drag) -> None:
     window = reading.window
     qtbot.mouseClick(window.tools.buttons["paint"], QtCore.Qt.MouseButton.LeftButton)
     assert window.editing.effect == "paint"
     axial = reading.axial
     centre = QtCore.QPoint(axial.width() // 2, axial.height() // 2)
-    _drag(qtbot, axial, [centre + QtCore.QPoint(dx, 0) for dx in range(-40, 41, 8)])
+    drag(axial, [centre + QtCore.QPoint(dx, 0) for dx in range(-40, 41, 8)])
     # Voxels of the segmentation node, read two ways: in place and through trame-slicer.
     painted = window.editing.painted_voxels(0)
     assert painted > 0
@@ -151,7 +90,7 @@ def test_painting_with_the_mouse_changes_the_segmentation(qtbot, reading: Readin
     assert window.editing.modified and window.actions["undo"].isEnabled()
     # Erase part of it, undo the erase.
     qtbot.mouseClick(window.tools.buttons["erase"], QtCore.Qt.MouseButton.LeftButton)
-    _drag(qtbot, axial, [centre + QtCore.QPoint(dx, 0) for dx in range(-8, 9, 8)])
+    drag(axial, [centre + QtCore.QPoint(dx, 0) for dx in range(-8, 9, 8)])
     assert 0 < window.editing.painted_voxels(0) < painted
     window.actions["undo"].trigger()
     assert window.editing.painted_voxels(0) == painted
@@ -162,7 +101,7 @@ def test_painting_with_the_mouse_changes_the_segmentation(qtbot, reading: Readin
     assert progress.status is CaseStatus.DONE
 
 
-def test_brush_slider_sets_the_brush_in_millimetres(qtbot, reading: Reading) -> None:
+def test_brush_slider_sets_the_brush_in_millimetres(qtbot, reading) -> None:
     window = reading.window
     window.tools.choose("paint")
     window.tools.brush_slider.setValue(20)
@@ -170,7 +109,7 @@ def test_brush_slider_sets_the_brush_in_millimetres(qtbot, reading: Reading) -> 
     assert window.tools.brush_label.text() == "20 mm"
 
 
-def test_window_presets_change_the_display(qtbot, reading: Reading) -> None:
+def test_window_presets_change_the_display(qtbot, reading) -> None:
     display = reading.window.scene.volume_node.GetDisplayNode()
     reading.window.presets.buttons["lung"].click()
     assert (display.GetWindow(), display.GetLevel()) == (1500.0, -600.0)
@@ -178,7 +117,7 @@ def test_window_presets_change_the_display(qtbot, reading: Reading) -> None:
     assert (display.GetWindow(), display.GetLevel()) == (1800.0, 400.0)
 
 
-def test_reading_time_is_recorded_when_leaving_a_case(qtbot, reading: Reading) -> None:
+def test_reading_time_is_recorded_when_leaving_a_case(qtbot, reading) -> None:
     qtbot.wait(1500)  # the reader reads
     reading.window.next_case()
     reading.wait_shown(1)
@@ -187,12 +126,12 @@ def test_reading_time_is_recorded_when_leaving_a_case(qtbot, reading: Reading) -
 
 
 def test_a_case_that_cannot_be_opened_is_shown_calmly_and_can_be_left(
-    qtbot, demo_batch: Path, no_leaks
+    qtbot, demo_batch: Path, reading_factory, no_leaks
 ) -> None:
     # Break case 2: remove a slice from the middle of its series.
     series = sorted((demo_batch.parent / "dicom" / "DEMO-002" / "CT_abdomen").glob("IM*.dcm"))
     series[len(series) // 2].unlink()
-    harness = Reading(qtbot, demo_batch)
+    harness = reading_factory(demo_batch)
     try:
         harness.start()
         window = harness.window

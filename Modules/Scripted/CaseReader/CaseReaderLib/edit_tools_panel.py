@@ -18,8 +18,8 @@ BRUSH_RANGE_MM = (1, 60)
 _HINTS = {
     "navigate": "Left-drag: window/level · Wheel: slices · Right-drag: zoom · "
     "Middle-drag: pan · Double-click: reset window",
-    "draw": "Click the outline point by point; double-click (or right-click) fills it.",
-    "scissors": "Drag a shape around what to cut away in this slice.",
+    "draw": "Hold the left button and draw around the region: the inside is filled in this slice.",
+    "scissors": "Hold the left button and encircle what to cut away in this slice.",
 }
 
 
@@ -162,20 +162,20 @@ class EditToolsPanel(QtWidgets.QWidget):
         auto = QtWidgets.QPushButton("Auto")
         auto.setToolTip("Otsu's threshold of the image")
         auto.clicked.connect(self._on_threshold_auto)
-        apply = QtWidgets.QPushButton("Apply")
-        apply.setProperty("primary", True)
-        apply.clicked.connect(self._on_threshold_apply)
+        self.threshold_apply_button = QtWidgets.QPushButton("Apply")
+        self.threshold_apply_button.setProperty("primary", True)
+        self.threshold_apply_button.clicked.connect(self._on_threshold_apply)
         layout.addWidget(auto, 1, 0, 1, 2)
-        layout.addWidget(apply, 1, 2, 1, 2)
+        layout.addWidget(self.threshold_apply_button, 1, 2, 1, 2)
         return page
 
     def _islands_page(self) -> QtWidgets.QWidget:
         page = QtWidgets.QWidget()
         layout = QtWidgets.QVBoxLayout(page)
         layout.setContentsMargins(0, 4, 0, 0)
-        keep = QtWidgets.QPushButton("Keep largest piece")
-        keep.clicked.connect(lambda: self._islands("keep"))
-        layout.addWidget(keep)
+        self.keep_largest_button = QtWidgets.QPushButton("Keep largest piece")
+        self.keep_largest_button.clicked.connect(lambda: self._islands("keep"))
+        layout.addWidget(self.keep_largest_button)
         row = QtWidgets.QHBoxLayout()
         self.island_size = QtWidgets.QSpinBox()
         self.island_size.setRange(1, 1_000_000)
@@ -200,12 +200,12 @@ class EditToolsPanel(QtWidgets.QWidget):
         self.smoothing_kernel.setRange(0.5, 30.0)
         self.smoothing_kernel.setValue(3.0)
         self.smoothing_kernel.setSuffix(" mm")
-        apply = QtWidgets.QPushButton("Smooth whole segment")
-        apply.setProperty("primary", True)
-        apply.clicked.connect(self._on_smoothing_apply)
+        self.smoothing_apply_button = QtWidgets.QPushButton("Smooth whole segment")
+        self.smoothing_apply_button.setProperty("primary", True)
+        self.smoothing_apply_button.clicked.connect(self._on_smoothing_apply)
         layout.addWidget(self.smoothing_mode, 0, 0)
         layout.addWidget(self.smoothing_kernel, 0, 1)
-        layout.addWidget(apply, 1, 0, 1, 2)
+        layout.addWidget(self.smoothing_apply_button, 1, 0, 1, 2)
         return page
 
     # -- behaviour -------------------------------------------------------------------------

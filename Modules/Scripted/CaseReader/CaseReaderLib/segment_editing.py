@@ -40,8 +40,8 @@ EFFECTS: tuple[EffectInfo, ...] = (
     EffectInfo("navigate", "Adjust", "tool-navigate", "Esc", "Window/level with the left button"),
     EffectInfo("paint", "Paint", "tool-paint", "P", "Paint the segment with a round brush", True),
     EffectInfo("erase", "Erase", "tool-erase", "E", "Erase the segment with a round brush", True),
-    EffectInfo("draw", "Draw", "tool-draw", "D", "Click a polygon; double-click fills it"),
-    EffectInfo("scissors", "Scissors", "tool-scissors", "S", "Cut away the part inside a shape"),
+    EffectInfo("draw", "Draw", "tool-draw", "D", "Draw an outline; the inside is filled"),
+    EffectInfo("scissors", "Scissors", "tool-scissors", "S", "Cut away what you encircle"),
     EffectInfo(
         "threshold", "Threshold", "tool-threshold", "T", "Fill voxels in an intensity range"
     ),
@@ -249,6 +249,13 @@ class SegmentEditing:
             return None
         effect = self.editor.set_active_effect_type(self._types[key])
         self._effect = key
+        if key == "scissors":
+            from trame_slicer.segmentation import ScissorsEffectRangeMode
+
+            # Cut in the slice on screen only: trame-slicer's default cuts through the whole
+            # volume, which a reader does not expect from a 2D gesture.
+            effect.set_range_mode(ScissorsEffectRangeMode.SYMMETRIC)
+            effect.set_symmetric_distance(0.0)
         if hasattr(effect, "set_brush_diameter"):
             self._apply_brush(effect)
         self._notify()
