@@ -488,3 +488,33 @@ def test_import_command_defaults_to_the_user_database(demo: Path, caseiterator_d
     assert run_cli("import", str(demo.parent / "dicom")) == 0
     with LocalDicomDatabase(caseiterator_data_dir / "dicom-db", readonly=True) as database:
         assert len(database.series_summaries()) == 2
+
+
+def test_a_thread_that_read_first_can_write_after_another_thread_wrote(tmp_path: Path) -> None:
+    # The prefetcher's retrieval thread and the UI thread share one database: a thread whose
+    # client was opened (and read) before another thread's write must still be able to write.
+    first = [pydicom.dcmread(p) for p in write_series(tmp_path / "a", n=2, seed="a")]
+    second = [pydicom.dcmread(p) for p in write_series(tmp_path / "b", n=2, seed="b")]
+    third = [pydicom.dcmread(p) for p in write_series(tmp_path / "c", n=2, seed="c")]
+    with LocalDicomDatabase(tmp_path / "db") as database:
+        database.store_datasets(third)  # rows exist: the client's column probe finds one
+        opened, written = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+
+        def reader_then_writer() -> None:
+            try:
+                database.series_summaries()
+                opened.set()
+                written.wait(10)
+                database.store_datasets(second)
+            except BaseException as exc:  # reported to the test below
+                errors.append(exc)
+
+        worker = threading.Thread(target=reader_then_writer)
+        worker.start()
+        assert opened.wait(10)
+        database.store_datasets(first)
+        written.set()
+        worker.join(30)
+        assert errors == []
+        assert len(database.series_summaries()) == 3

@@ -297,6 +297,14 @@ class LocalDicomDatabase:
             # NORMAL keeps it consistent at no real cost for our small transactions.
             manager._connection.execute("PRAGMA synchronous = NORMAL")
         manager._connection.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        # The client's persistent cursor keeps its column probe (SELECT ... LIMIT 1) open: a read
+        # transaction that makes this thread's first write fail at once with "database is
+        # locked" after another thread has written. Close it; the client makes a new one.
+        if manager._db_cursor_handle is not None:
+            manager._db_cursor_handle.close()
+            manager._db_cursor_handle = None
+        if manager._connection.in_transaction:
+            manager._connection.commit()
         return client
 
     @property
