@@ -429,67 +429,57 @@ def pixel_values(
 
     The result is ``int16`` when every rescaled value fits, else ``int32`` for integer rescales,
     else ``float32``. Decoding failures name the file and the transfer syntax.
+
+    Files are decoded one at a time straight into the result, and each dataset is dropped from
+    ``datasets`` once decoded (the dict is consumed): the peak is the file bytes still waiting
+    plus the result, not a stack of decoded slices, a raw copy and a rescaled copy.
     """
-    decoded: dict[Path, np.ndarray] = {}
+    frames = layout.frames
+    slopes = [f.slope for f in frames]
+    intercepts = [f.intercept for f in frames]
+    integral = all(float(v).is_integer() for v in slopes + intercepts)
+    slots: dict[Path, list[tuple[int, Frame]]] = {}
+    for k, frame in enumerate(frames):
+        slots.setdefault(frame.file, []).append((k, frame))
     problems: list[Problem] = []
-    for path in dict.fromkeys(f.file for f in layout.frames):
-        ds = datasets[path]
+    out = np.empty(layout.geometry.shape, dtype=np.int16 if integral else np.float32)
+    info16 = np.iinfo(np.int16)
+    for path, entries in slots.items():
+        ds = datasets.pop(path)
         try:
             array = ds.pixel_array
         except Exception as exc:  # pydicom raises many types for bad pixel data
             problems.append(_decode_problem(path, ds, exc))
             continue
-        decoded[path] = array
+        finally:
+            del ds  # the file's bytes (and pydicom's cached array) go as soon as possible
+        if problems:
+            continue  # keep collecting decode problems of the other files
+        for k, frame in entries:
+            plane = array if frame.frame_index is None else array[frame.frame_index]
+            if plane.shape != out.shape[1:]:
+                return None, [
+                    Problem(
+                        ProblemCode.UNSUPPORTED_PIXELS,
+                        f"{frame.label}: decoded image is {plane.shape} pixels but the header "
+                        f"says {frame.rows}x{frame.columns}",
+                    )
+                ]
+            if integral:
+                values = plane.astype(np.int64) * int(frame.slope) + int(frame.intercept)
+                if out.dtype == np.int16 and (
+                    values.min() < info16.min or values.max() > info16.max
+                ):
+                    out = out.astype(np.int32)  # once, for the rare series beyond int16
+                out[k] = values
+            else:
+                out[k] = plane.astype(np.float32) * np.float32(frame.slope) + np.float32(
+                    frame.intercept
+                )
+        del array
     if problems:
         return None, problems
-
-    frames = layout.frames
-    raw = np.empty(layout.geometry.shape, dtype=_raw_dtype(decoded.values()))
-    for k, frame in enumerate(frames):
-        array = decoded[frame.file]
-        plane = array if frame.frame_index is None else array[frame.frame_index]
-        if plane.shape != raw.shape[1:]:
-            return None, [
-                Problem(
-                    ProblemCode.UNSUPPORTED_PIXELS,
-                    f"{frame.label}: decoded image is {plane.shape} pixels but the header says "
-                    f"{frame.rows}x{frame.columns}",
-                )
-            ]
-        raw[k] = plane
-    return _rescale(raw, frames), []
-
-
-def _raw_dtype(arrays) -> np.dtype:
-    return np.result_type(*[a.dtype for a in arrays])
-
-
-def _rescale(raw: np.ndarray, frames: Sequence[Frame]) -> np.ndarray:
-    slopes = np.array([f.slope for f in frames])
-    intercepts = np.array([f.intercept for f in frames])
-    if (
-        np.all(slopes == 1)
-        and np.all(intercepts == 0)
-        and raw.dtype in (np.int16, np.uint8, np.int8)
-    ):
-        return raw
-    integral = np.all(slopes == np.round(slopes)) and np.all(intercepts == np.round(intercepts))
-    if not integral:
-        out = raw.astype(np.float32)
-        out *= slopes.astype(np.float32)[:, None, None]
-        out += intercepts.astype(np.float32)[:, None, None]
-        return out
-    low, high = int(raw.min()), int(raw.max())
-    candidates = [low * slopes + intercepts, high * slopes + intercepts]
-    lowest, highest = min(c.min() for c in candidates), max(c.max() for c in candidates)
-    info16 = np.iinfo(np.int16)
-    dtype = np.int16 if info16.min <= lowest and highest <= info16.max else np.int32
-    out = raw.astype(dtype)
-    if np.any(slopes != 1):
-        out *= slopes.astype(dtype)[:, None, None]
-    if np.any(intercepts != 0):
-        out += intercepts.astype(dtype)[:, None, None]
-    return out
+    return out, []
 
 
 def _decode_problem(path: Path, ds: Dataset, exc: Exception) -> Problem:
