@@ -8,8 +8,8 @@ Crash safety
     ``DICOMfileClient.store_instances`` inserts the index rows, then writes each file with a
     plain ``open(..., "wb")``: a kill in between leaves the index naming a missing or
     half-written file, which would load as a series with a damaged slice. Here each file is
-    written first, atomically (:func:`_write_atomically`: temporary file in the same folder,
-    fsync, ``os.replace``), and only then are the client's index rows inserted, in one
+    written first, atomically (:func:`.atomic_files.replace_file`: temporary file in the
+    same folder, fsync, ``os.replace``), and only then are the client's index rows inserted, in one
     transaction with the file's size in a table of our own (``caseiterator_files``). The rows
     are built with the client's own helpers (:func:`_encode`), so its searches and frame
     retrieval work unchanged. A kill therefore leaves at worst an unindexed file, overwritten
@@ -45,7 +45,6 @@ import contextlib
 import io
 import os
 import re
-import secrets
 import shutil
 import sqlite3
 import threading
@@ -64,6 +63,7 @@ from dicomweb_client.file import _get_frame_offsets
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 
+from .atomic_files import PARTIAL_SUFFIX, fsync_folder, replace_file
 from .cases import SkippedItem
 from .dicom_files import SCAN_TAGS, header_int, read_full, read_header
 from .errors import CaseIteratorError
@@ -76,7 +76,6 @@ INDEX_NAME = ".dicom-file-client.db"
 #: Where DICOMfileClient stores instances: studies/<study>/series/<series>/instances/<sop>.
 STORE_ROOT = "studies"
 #: Suffix of files being written; never indexed, removed when found stale.
-PARTIAL_SUFFIX = ".partial"
 
 _FILES_TABLE = "caseiterator_files"
 _SERIES_TABLE = "caseiterator_series"
@@ -604,10 +603,10 @@ class LocalDicomDatabase:
             folders: set[Path] = set()
             for item in encoded:
                 path = self.folder / item.rel_path
-                _write_atomically(path, item.content)
+                replace_file(path, item.content, sync_folder=False)
                 folders.add(path.parent)
             for folder in folders:
-                _fsync_folder(folder)  # make the renames durable before the index names them
+                fsync_folder(folder)  # make the renames durable before the index names them
             rows = {
                 "studies": {e.study[0]: e.study for e in encoded},
                 "series": {e.series[:2]: e.series for e in encoded},
@@ -846,36 +845,6 @@ def _complete(path: Path, size: int | None) -> bool:
     except OSError:
         return False
     return actual == size if size is not None else actual > 0
-
-
-def _write_atomically(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` so that ``path`` is either absent/old or complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
-    # os.open rather than mkstemp: mkstemp makes 0600 files, a shared database needs 0644.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a folder; the file itself is synced
-    finally:
-        os.close(fd)
 
 
 def _is_within(path: Path, folder: Path) -> bool:

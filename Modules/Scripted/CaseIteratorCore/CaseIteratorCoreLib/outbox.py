@@ -67,6 +67,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
 
+from .atomic_files import fsync_folder, replace_file
 from .dicomweb_connection import ServerAuthError, ServerError, open_client, server_errors
 from .errors import CaseIteratorError
 from .paths import user_data_dir
@@ -584,11 +585,11 @@ class Outbox:
             incoming.mkdir(parents=True)
             with _ItemLock(incoming / LOCK_FILE) as locked:  # marks the write as alive
                 assert locked
-                _write_file(incoming / INSTANCE_FILE, content)
-                _write_file(incoming / STATE_FILE, _dump(item))
-                _fsync_dir(incoming)
+                replace_file(incoming / INSTANCE_FILE, content, mode=0o600)
+                replace_file(incoming / STATE_FILE, _dump(item), mode=0o600)
+                fsync_folder(incoming)
                 os.rename(incoming, item.folder)  # all of it appears in items/ at once
-            _fsync_dir(item.folder.parent)
+            fsync_folder(item.folder.parent)
         except OSError as exc:
             shutil.rmtree(incoming, ignore_errors=True)
             fix = (
@@ -927,7 +928,7 @@ class Outbox:
     def _save(self, item: OutboxItem) -> OutboxItem:
         """Replace the item's state file atomically (the caller holds the item's lock)."""
         try:
-            _write_file(item.folder / STATE_FILE, _dump(item))
+            replace_file(item.folder / STATE_FILE, _dump(item), mode=0o600)
         except OSError as exc:
             raise OutboxError(
                 item.folder,
@@ -1168,35 +1169,6 @@ _FAILURE_TEXT = {
 
 def _dump(item: OutboxItem) -> bytes:
     return (json.dumps(item.to_json(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def _write_file(path: Path, content: bytes) -> None:
-    """Write ``content`` so that ``path`` is either its old version or complete."""
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot fsync a folder; the files themselves are synced
-    finally:
-        os.close(fd)
 
 
 def _utcnow() -> datetime:

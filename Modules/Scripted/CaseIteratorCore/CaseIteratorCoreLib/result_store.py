@@ -42,7 +42,6 @@ import hashlib
 import logging
 import os
 import re
-import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -57,6 +56,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian
 
+from .atomic_files import create_file, replace_file
 from .batch_file import BatchDefinition
 from .cases import Case, DicomSeriesRef, ImageFileRef
 from .dicomweb_connection import open_client, server_errors
@@ -432,11 +432,11 @@ class ResultStore:
             if target.exists():
                 if self._owns(target, case):
                     _keep_previous(target)  # no result is ever lost
-                    _replace_file(target, content)
+                    replace_file(target, content)
                     return target
                 continue  # someone else's: never touched
             try:
-                _create_file(target, content)
+                create_file(target, content)
             except FileExistsError:
                 continue  # created meanwhile by another writer
             return target
@@ -455,7 +455,7 @@ class ResultStore:
             if target.exists():
                 continue
             try:
-                _create_file(target, content)
+                create_file(target, content)
             except FileExistsError:
                 continue
             except OSError as exc:
@@ -795,7 +795,7 @@ def _keep_previous(path: Path) -> None:
             candidate = path.with_name(f"{base}.{saved}-{number}{SEG_NRRD_SUFFIX}")
             number += 1
         except OSError:  # no hard links here: a copy
-            _create_file(candidate, path.read_bytes())
+            create_file(candidate, path.read_bytes())
             return
 
 
@@ -915,64 +915,6 @@ def _with_owner(content: bytes, reader: str, case_id: str) -> bytes:
         clean = value.replace("\n", " ").replace("\r", " ")
         keep.append(f"{key}:={clean}".encode())
     return b"\n".join(keep) + b"\n" + rest
-
-
-def _temp_beside(target: Path, content: bytes) -> Path:
-    temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.partial")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    return temp
-
-
-def _create_file(target: Path, content: bytes) -> None:
-    """Write a new file complete or not at all; FileExistsError if ``target`` exists."""
-    temp = _temp_beside(target, content)
-    try:
-        try:
-            os.link(temp, target)  # fails if the target exists: never overwrites
-        except FileExistsError:
-            raise
-        except OSError:
-            # File systems without hard links (some network shares): exclusive create instead.
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
-
-
-def _replace_file(target: Path, content: bytes) -> None:
-    """Replace ``target`` atomically with ``content``."""
-    temp = _temp_beside(target, content)
-    try:
-        os.replace(temp, target)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # not every file system can sync a folder; the file itself is synced
-    finally:
-        os.close(fd)
 
 
 __all__ = [

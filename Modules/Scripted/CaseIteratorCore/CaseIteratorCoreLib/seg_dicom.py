@@ -48,6 +48,7 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from . import __version__
+from .atomic_files import fsync_folder
 from .batch_file import DEFAULT_SEGMENT, SegmentTemplate
 from .dicom_series import DicomSeriesInfo
 from .errors import CaseIteratorError
@@ -806,21 +807,8 @@ def atomic_write(path: Path, write: Any) -> Path:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return path
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass  # some file systems do not sync folders; the rename is still atomic
-    finally:
-        os.close(descriptor)
 
 
 # --------------------------------------------------------------------------------------------

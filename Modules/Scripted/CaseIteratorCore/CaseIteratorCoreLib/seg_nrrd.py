@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .atomic_files import fsync_folder
 from .batch_file import DEFAULT_SEGMENT, SegmentTemplate
 from .geometry import Geometry
 from .image_files import _geometry_of
@@ -33,7 +34,7 @@ from .mrml_segmentation import (
     TERMINOLOGY_TAG,
     segment_from_slicer,
 )
-from .seg_dicom import SegmentationFileError, _fsync_folder
+from .seg_dicom import SegmentationFileError
 from .segmentation import Segment, Segmentation
 
 SEG_NRRD_SUFFIX = ".seg.nrrd"
@@ -166,7 +167,7 @@ def write_seg_nrrd(
     finally:
         temporary.unlink(missing_ok=True)
         scene.Clear(1)
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
     return path
 
 

@@ -52,40 +52,13 @@ class SaveOutcome:
     painted_voxels: tuple[int, ...]
 
 
-def _shared_layers(masks: list[np.ndarray]) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
-    """Pack boolean masks into label layers: a mask goes to the first layer it does not overlap.
-
-    Each layer counts its own label values, so empty masks get distinct values too (the core's
-    ``Segmentation.from_masks`` derives them from ``layer.max()``, which repeats a value after
-    an empty mask).
-    """
-    layers: list[np.ndarray] = []
-    used: list[int] = []
-    placement: list[tuple[int, int]] = []
-    for mask in masks:
-        for number, layer in enumerate(layers):
-            if used[number] < 255 and not np.any(layer[mask]):
-                used[number] += 1
-                layer[mask] = used[number]
-                placement.append((number, used[number]))
-                break
-        else:
-            layer = np.zeros(mask.shape, dtype=np.uint8)
-            layer[mask] = 1
-            layers.append(layer)
-            used.append(1)
-            placement.append((len(layers) - 1, 1))
-    return layers, placement
-
-
 def segmentation_of(editing: SegmentEditing, loaded: LoadedCase) -> Segmentation:
     """The reader's segments and voxels as a core segmentation on the case's image grid."""
     geometry = loaded.image.volume.geometry
     masks = [editing.mask(segment_id, geometry.shape) for segment_id in editing.segment_ids]
     if not masks:
         return Segmentation.empty(geometry, editing.segments)
-    layers, placement = _shared_layers(masks)
-    return Segmentation(geometry, editing.segments, tuple(layers), tuple(placement))
+    return Segmentation.from_masks(masks, geometry, editing.segments)
 
 
 def results_layer_available() -> bool:
