@@ -38,7 +38,6 @@ pre-segmentation (``case.masks``: a mask file or an existing SEG such as an AI r
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -63,6 +62,7 @@ from .dicomweb_connection import open_client, server_errors
 from .errors import CaseIteratorError
 from .outbox import Outbox, OutboxItem, OutboxState
 from .paths import user_data_dir
+from .seg_nrrd import safe_reader_name
 from .server_settings import ServerSettings
 
 logger = logging.getLogger(__name__)
@@ -759,20 +759,6 @@ def same_reader(creator: object, reader: str) -> bool:
 def _person_key(name: str) -> str:
     name = name.strip().rstrip("^")
     return " ".join(name.replace("=", " ").replace("\\", " ").replace("^", " ").split()).casefold()
-
-
-def safe_reader_name(reader: str) -> str:
-    """``reader`` made safe for a file name, and distinct for distinct readers.
-
-    The same rule as the ``.seg.nrrd`` writer's (``seg_nrrd.safe_reader_name``): names of
-    letters, digits, ``.``, ``_`` and ``-`` stay as they are (SlicerCaseIterator's names); any
-    other name has those characters replaced by ``_`` and a short hash of the full name added,
-    so "J Doe" and "J_Doe" never share a file.
-    """
-    cleaned = _UNSAFE.sub("_", reader.strip()).strip("._") or "reader"
-    if cleaned == reader:
-        return cleaned
-    return f"{cleaned}-{hashlib.sha1(reader.encode('utf-8')).hexdigest()[:6]}"
 
 
 def _safe_folder_name(text: str) -> str:
