@@ -32,3 +32,26 @@ def test_save_writes_the_painted_voxels_as_a_seg(qtbot, reading, drag) -> None:
     assert int(np.count_nonzero(seg.mask(0))) == painted
     progress = reading.store.for_batch(reading.batch.key, "dr.test").get(reading.cases[0].id)
     assert str(files[0]) in progress.results
+
+
+def test_reopening_a_saved_case_starts_from_the_save(qtbot, reading, reading_factory, drag) -> None:
+    window = reading.window
+    qtbot.mouseClick(window.tools.buttons["paint"], QtCore.Qt.MouseButton.LeftButton)
+    axial = reading.axial
+    centre = QtCore.QPoint(axial.width() // 2, axial.height() // 2)
+    drag(axial, [centre + QtCore.QPoint(dx, 0) for dx in range(-30, 31, 6)])
+    painted = window.editing.painted_voxels(0)
+    assert painted > 0 and window.save_case()
+    reading.close()
+    # A new session of the same reader: the case opens with the saved voxels, clean.
+    again = reading_factory(reading.batch.path)
+    again.start()
+    try:
+        if again.window.session.current_index != 0:  # a new session opens the first open case
+            again.window.go_to(0)
+            again.wait_shown(0)
+        assert again.window.editing.painted_voxels(0) == painted
+        assert not again.window.editing.modified
+        assert "resumed from your save" in again.window.banner.text.text().lower()
+    finally:
+        again.close()

@@ -409,9 +409,10 @@ def node_to_segmentation(
             value = max(v for lay, v in placement if lay == layer) + 1
         name = vtk_segment.GetName()
         segments.append(
-            segment_from_slicer(name, vtk_segment.GetColor(), _segment_tags(vtk_segment),
-                                by_name.get(name))
-        )  # fmt: skip
+            segment_from_slicer(
+                name, vtk_segment.GetColor(), _segment_tags(vtk_segment), by_name.get(name)
+            )
+        )
         placement.append((layer, value))
     if not layers:
         layers.append(np.zeros(geometry.shape, dtype=np.uint8))
@@ -430,3 +431,27 @@ __all__ = [
     "segmentation_to_node",
     "terminology_entry",
 ]
+
+
+def fill_segments(node: Any, segment_ids: Sequence[str], segmentation: Segmentation) -> None:
+    """Put the voxels of ``segmentation``'s segment ``i`` into ``node``'s ``segment_ids[i]``.
+
+    For an existing node (the editor's): the segments keep their ids, names and colours, and
+    the segmentation's shared layers are kept (Slicer's own ``SetBinaryLabelmapToSegment``).
+    Segments beyond ``segment_ids`` are ignored. GUI thread only.
+    """
+    import slicer
+
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    geometry = segmentation.geometry
+    for index, segment_id in enumerate(segment_ids[: len(segmentation.segments)]):
+        mask = segmentation.mask(index)
+        box = _painted_box(mask.astype(np.uint8))
+        if box is None:
+            continue
+        block = mask[box].astype(np.uint8)
+        start = (box[2].start, box[1].start, box[0].start)
+        image = _oriented_image(geometry, block, start)
+        logic.SetBinaryLabelmapToSegment(
+            image, node, segment_id, logic.MODE_REPLACE, image.GetExtent()
+        )

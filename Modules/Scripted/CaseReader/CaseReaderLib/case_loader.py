@@ -9,6 +9,7 @@ wraps its numpy array as a volume node. The case after the current one is loaded
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from Qt import QtCore
@@ -40,7 +41,13 @@ class _LoadJob(QtCore.QRunnable):
     """Runs in a pool thread: load one case, report through queued signals."""
 
     def __init__(
-        self, job: int, source: BatchSource, case: Case, cancel: CancelToken, signals: _JobSignals
+        self,
+        job: int,
+        source: BatchSource,
+        case: Case,
+        cancel: CancelToken,
+        signals: _JobSignals,
+        after_load: Callable[[LoadedCase], None] | None = None,
     ) -> None:
         super().__init__()
         self.setAutoDelete(True)
@@ -49,12 +56,18 @@ class _LoadJob(QtCore.QRunnable):
         self._source = source
         self._case = case
         self._cancel = cancel
+        self._after_load = after_load
 
     def run(self) -> None:
         loaded: LoadedCase | None = None
         reason = ""
         try:
             loaded = load_case(self._source, self._case, cancel=self._cancel)
+            if self._after_load is not None:
+                try:  # e.g. finding the reader's last result: never fails the case itself
+                    self._after_load(loaded)
+                except Exception:
+                    log.exception("preparing case %s failed", self._case.label)
         except OperationCancelled:
             reason = "cancelled"
         except Exception as exc:  # a bad case must never stop the batch: report, go on
@@ -81,6 +94,9 @@ class CaseLoader(QtCore.QObject):
         The batch source the cases come from.
     parent
         Owner (the reading window).
+    after_load
+        Called in the worker thread with each loaded case, before it is reported (finding the
+        reader's last result to resume from); its failures are logged, never the case's.
 
     Signals
     -------
@@ -93,9 +109,15 @@ class CaseLoader(QtCore.QObject):
     loaded = QtCore.Signal(str, object)
     failed = QtCore.Signal(str, str)
 
-    def __init__(self, source: BatchSource, parent: QtCore.QObject | None = None) -> None:
+    def __init__(
+        self,
+        source: BatchSource,
+        parent: QtCore.QObject | None = None,
+        after_load: Callable[[LoadedCase], None] | None = None,
+    ) -> None:
         super().__init__(parent)
         self._source = source
+        self._after_load = after_load
         self._pool = QtCore.QThreadPool(self)
         # One load at a time: decoding a series already uses the disk and a core fully, and
         # the look-ahead must not slow down the case the reader waits for.
@@ -149,7 +171,7 @@ class CaseLoader(QtCore.QObject):
     def _start(self, case: Case, *, wanted: bool) -> None:
         self._jobs += 1
         cancel = CancelToken()
-        job = _LoadJob(self._jobs, self._source, case, cancel, self._signals)
+        job = _LoadJob(self._jobs, self._source, case, cancel, self._signals, self._after_load)
         self._pending[case.id] = _Pending(self._jobs, case, cancel, wanted)
         self._pool.start(job, priority=1 if wanted else 0)
 

@@ -13,12 +13,14 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 from Qt import QtCore, QtGui, QtWidgets
 
 from CaseIteratorCoreLib.loading import LoadedCase
+from CaseIteratorCoreLib.mrml_segmentation import fill_segments
 from CaseIteratorCoreLib.mrml_volume import volume_to_node
 from CaseIteratorCoreLib.problems import Severity
-from CaseIteratorCoreLib.segmentation import Segment
+from CaseIteratorCoreLib.segmentation import Segment, Segmentation
 
 from .batch_picker import choose_batch
 from .case_details_panel import CaseDetailsPanel
@@ -105,7 +107,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self.scene = scene or ReadingScene()
         self.editing = SegmentEditing(self.scene)
         self.saver = ResultSaver(session.batch, session.reader)
-        self.loader = CaseLoader(session.source, self)
+        self.loader = CaseLoader(session.source, self, after_load=self.saver.prepare_resume)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.failed.connect(self._on_failed)
         self.timer = ReadingTimer(self)
@@ -327,7 +329,10 @@ class ReadingWindow(QtWidgets.QMainWindow):
         started = time.perf_counter()
         image = loaded.image
         node = volume_to_node(self.scene.scene, image.volume, case.name, window=image.window)
-        self.editing.start_case(node, self._segments)
+        segmentation_node = self.editing.start_case(node, self._segments)
+        resumed = self.saver.take_resume(case.id)
+        if resumed is not None:
+            self._start_from(segmentation_node, *resumed)
         self.scene.show_volume(node)
         self.loaded = loaded
         modality = case.details.get("modality")
@@ -350,6 +355,22 @@ class ReadingWindow(QtWidgets.QMainWindow):
         if self.session.has_next():
             self.loader.prefetch(self.session.cases[self.session.current_index + 1])
         self.case_shown.emit(self.session.current_index, self.last_switch_seconds)
+
+    def _start_from(self, node, segmentation, where: str) -> None:
+        """Show the reader's last result (or the pre-segmentation) as the starting point."""
+        by_name = {segment.name: index for index, segment in enumerate(segmentation.segments)}
+        order = [by_name.get(segment.name) for segment in self._segments]
+        masks = [
+            segmentation.mask(i) if i is not None else np.zeros(segmentation.geometry.shape, bool)
+            for i in order
+        ]
+        fill_segments(
+            node,
+            self.editing.segment_ids,
+            Segmentation.from_masks(masks, segmentation.geometry, self._segments),
+        )
+        self.editing.mark_saved()  # the starting point is the clean state: nothing to save yet
+        self.banner.show_message("Starting point", where[:1].upper() + where[1:], kind="info")
 
     def _on_failed(self, case_id: str, reason: str) -> None:
         case = self.session.current_case

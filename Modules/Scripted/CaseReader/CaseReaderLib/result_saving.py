@@ -81,6 +81,9 @@ class ResultSaver:
         self.batch = batch
         self.reader = reader
         self._result_store = None
+        #: Resume points found in the loader's worker thread, taken on the GUI thread.
+        self._resume: dict[str, tuple[Segmentation, str]] = {}
+        self._resume_lock = threading.Lock()
 
     def save(self, editing: SegmentEditing, loaded: LoadedCase) -> SaveOutcome:
         """Save the current segmentation of ``loaded``'s case.
@@ -100,6 +103,38 @@ class ResultSaver:
             )
             return SaveOutcome(False, (), "", counts)
         return self._write(segmentation, loaded, counts)
+
+    def prepare_resume(self, loaded: LoadedCase) -> None:
+        """Find and read the reader's newest result of ``loaded``'s case (worker thread).
+
+        Else the batch's pre-segmentation. What is found waits for :meth:`take_resume`.
+        """
+        if not results_layer_available():
+            return
+        from CaseIteratorCoreLib.result_store import ResumeLookupError
+        from CaseIteratorCoreLib.seg_dicom import read_dicom_seg
+        from CaseIteratorCoreLib.seg_nrrd import read_seg_nrrd
+
+        note = ""
+        try:
+            point = self._store().find_latest(loaded.case)
+        except ResumeLookupError as exc:  # server unreachable: the best local copy, said so
+            point, note = exc.fallback, f" (the server could not be searched: {exc})"
+        if point is None:
+            return
+        geometry = loaded.image.volume.geometry
+        templates = self.batch.segments
+        if point.kind == "dicom-seg":
+            found = read_dicom_seg(point.path, loaded.image.dicom, geometry, templates=templates)
+        else:
+            found = read_seg_nrrd(point.path, geometry, templates=templates)
+        with self._resume_lock:
+            self._resume[loaded.case.id] = (found, point.describe() + note)
+
+    def take_resume(self, case_id: str) -> tuple[Segmentation, str] | None:
+        """The starting segmentation found for ``case_id`` and how to say where it came from."""
+        with self._resume_lock:
+            return self._resume.pop(case_id, None)
 
     def _store(self):
         """The core's result store of this batch (made once; DICOMweb batches get their server)."""
