@@ -9,7 +9,7 @@ concerned, because that is what a reader or a PACS admin can act on.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -424,6 +424,7 @@ def _fmt_vec(values: np.ndarray | None) -> str:
 def pixel_values(
     layout: SeriesLayout,
     datasets: dict[Path, Dataset],
+    read_pixels: Callable[[Path], Dataset] | None = None,
 ) -> tuple[np.ndarray | None, list[Problem]]:
     """Decode the frames of ``layout`` in slice order, with rescale slope/intercept applied.
 
@@ -431,8 +432,9 @@ def pixel_values(
     else ``float32``. Decoding failures name the file and the transfer syntax.
 
     Files are decoded one at a time straight into the result, and each dataset is dropped from
-    ``datasets`` once decoded (the dict is consumed): the peak is the file bytes still waiting
-    plus the result, not a stack of decoded slices, a raw copy and a rescaled copy.
+    ``datasets`` once decoded (the dict is consumed). With ``read_pixels`` (``datasets`` then
+    hold headers only), each file is read whole just before it is decoded: the peak is the
+    result plus one file, not a stack of files, decoded slices and copies.
     """
     frames = layout.frames
     slopes = [f.slope for f in frames]
@@ -446,6 +448,12 @@ def pixel_values(
     info16 = np.iinfo(np.int16)
     for path, entries in slots.items():
         ds = datasets.pop(path)
+        if read_pixels is not None:
+            try:
+                ds = read_pixels(path)
+            except Exception as exc:  # pydicom raises many types for damaged files
+                problems.append(_unreadable_file(path, exc))
+                continue
         try:
             array = ds.pixel_array
         except Exception as exc:  # pydicom raises many types for bad pixel data
@@ -509,6 +517,14 @@ def _decode_problem(path: Path, ds: Dataset, exc: Exception) -> Problem:
     )
 
 
+def _unreadable_file(path: Path, exc: Exception) -> Problem:
+    return Problem(
+        ProblemCode.UNREADABLE_FILE,
+        f"{path.name}: unreadable DICOM file ({type(exc).__name__}: {exc}); the file is "
+        "damaged: send it again from the scanner or PACS",
+    )
+
+
 def _native_pixel_bytes(ds: Dataset) -> int:
     """Bytes of uncompressed pixel data the header promises (0 when compressed or unknown)."""
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
@@ -547,17 +563,21 @@ def series_volume(
     *,
     tolerances: SeriesTolerances | None = None,
     pixels: bool = True,
+    read_pixels: Callable[[Path], Dataset] | None = None,
 ) -> tuple[Volume | Geometry | None, DicomSeriesInfo | None, list[Problem]]:
     """Build the volume (or, with ``pixels=False``, only the grid) of one series.
 
     Parameters
     ----------
     datasets
-        The instances of one series by file path (full datasets when ``pixels`` is True).
+        The instances of one series by file path: full datasets, or headers only when
+        ``read_pixels`` is given or ``pixels`` is False.
     tolerances
         Geometry check tolerances.
     pixels
         Whether to decode pixel data; False only checks headers and returns the geometry.
+    read_pixels
+        Reads a whole file when its pixels are needed (one file in memory at a time).
     """
     if not datasets:
         return None, None, [Problem(ProblemCode.NOT_AN_IMAGE, "the series holds no file")]
@@ -612,7 +632,7 @@ def series_volume(
     del first_path
     if not pixels:
         return layout.geometry, info, list(layout.warnings)
-    array, pixel_problems = pixel_values(layout, datasets)
+    array, pixel_problems = pixel_values(layout, datasets, read_pixels)
     if array is None:
         return None, info, pixel_problems
     return Volume(array, layout.geometry), info, list(layout.warnings)

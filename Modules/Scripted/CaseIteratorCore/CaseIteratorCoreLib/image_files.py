@@ -112,29 +112,21 @@ def read_dicom_files(
     Files that cannot be read are problems naming the file: a series with an unreadable
     slice is not loaded, since the volume would silently have a hole.
     """
+    # Headers first (checks need all of them), pixels file by file afterwards: only one
+    # file's bytes are in memory next to the volume.
     datasets = {}
     problems = []
     for path in files:
         if not path.is_file():
             problems.append(Problem(ProblemCode.MISSING_FILE, f"{path} no longer exists"))
             continue
-        if pixels:
-            try:
-                datasets[path] = read_full(path)
-            except Exception as exc:  # pydicom raises many types for damaged files
-                problems.append(
-                    Problem(
-                        ProblemCode.UNREADABLE_FILE,
-                        f"{path.name}: unreadable DICOM file ({type(exc).__name__}: {exc}); the "
-                        "file is damaged: send it again from the scanner or PACS",
-                    )
-                )
+        ds, reason = read_header(path)
+        if ds is None:
+            problems.append(Problem(ProblemCode.UNREADABLE_FILE, f"{path.name}: {reason}"))
         else:
-            ds, reason = read_header(path)
-            if ds is None:
-                problems.append(Problem(ProblemCode.UNREADABLE_FILE, f"{path.name}: {reason}"))
-            else:
-                datasets[path] = ds
+            datasets[path] = ds
     if problems:
         return None, None, problems
-    return series_volume(datasets, tolerances=tolerances, pixels=pixels)
+    return series_volume(
+        datasets, tolerances=tolerances, pixels=pixels, read_pixels=read_full if pixels else None
+    )
