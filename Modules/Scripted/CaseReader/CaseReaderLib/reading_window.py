@@ -106,7 +106,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self.requested_batch: Path | None = None
         self.scene = scene or ReadingScene()
         self.editing = SegmentEditing(self.scene)
-        self.saver = ResultSaver(session.batch, session.reader)
+        self.saver = ResultSaver(session.batch, session.reader, session.source)
         self.loader = CaseLoader(session.source, self, after_load=self.saver.prepare_resume)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.failed.connect(self._on_failed)

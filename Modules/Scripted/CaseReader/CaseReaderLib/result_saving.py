@@ -21,6 +21,7 @@ import numpy as np
 from CaseIteratorCoreLib.batch_file import BatchDefinition
 from CaseIteratorCoreLib.loading import LoadedCase
 from CaseIteratorCoreLib.segmentation import Segmentation
+from CaseIteratorCoreLib.sources.base import BatchSource
 
 from .segment_editing import SegmentEditing
 
@@ -75,12 +76,19 @@ class ResultSaver:
         The batch (its ``[output]`` says where results go).
     reader
         The reader, named in every result.
+    source
+        The batch's open source: a DICOMweb source gives the server results go back to and
+        the local DICOM database a SEG found on the server is cached in.
     """
 
-    def __init__(self, batch: BatchDefinition, reader: str) -> None:
+    def __init__(
+        self, batch: BatchDefinition, reader: str, source: BatchSource | None = None
+    ) -> None:
         self.batch = batch
         self.reader = reader
+        self.source = source
         self._result_store = None
+        self._store_lock = threading.Lock()  # saves (GUI thread) and resume lookups (worker)
         #: Resume points found in the loader's worker thread, taken on the GUI thread.
         self._resume: dict[str, tuple[Segmentation, str]] = {}
         self._resume_lock = threading.Lock()
@@ -137,19 +145,19 @@ class ResultSaver:
             return self._resume.pop(case_id, None)
 
     def _store(self):
-        """The core's result store of this batch (made once; DICOMweb batches get their server)."""
-        if self._result_store is None:
-            from CaseIteratorCoreLib.result_store import ResultStore
-            from CaseIteratorCoreLib.sources import open_source
+        """The core's result store of this batch (made once, on first use, from any thread)."""
+        with self._store_lock:
+            if self._result_store is None:
+                from CaseIteratorCoreLib.result_store import ResultStore
 
-            servers, cache = [], None
-            if self.batch.source.type == "dicomweb":
-                # The source knows the server (site settings or written in the batch) and the
-                # local DICOM database a SEG found on the server is cached in.
-                source = open_source(self.batch)
-                servers, cache = [source.server], source.cache
-            self._result_store = ResultStore(self.batch, self.reader, servers=servers, cache=cache)
-        return self._result_store
+                server = getattr(self.source, "server", None)  # DICOMweb sources only
+                self._result_store = ResultStore(
+                    self.batch,
+                    self.reader,
+                    servers=[server] if server is not None else [],
+                    cache=getattr(self.source, "cache", None) if server is not None else None,
+                )
+            return self._result_store
 
     def _write(
         self, segmentation: Segmentation, loaded: LoadedCase, counts: tuple[int, ...]
