@@ -13,10 +13,15 @@ Example::
 
     [source.series]                 # optional: which series of a study is the case
     per_study = "largest"
+
+``uid_list = "uids.csv"`` (optional, as for a DICOMweb batch) keeps only the studies and series
+named in a CSV table with a ``StudyInstanceUID`` and an optional ``SeriesInstanceUID`` column
+(a row without a series takes the whole study); the DICOM browser writes such batches.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,7 +35,7 @@ from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
 from .base import BatchSource
 from .series_cases import case_from_series, select_image_series
 
-KEYS = ("path", "series", "query")
+KEYS = ("path", "series", "query", "uid_list")
 #: The ``[source.query]`` filters (QIDO-RS keywords, as for a DICOMweb batch).
 QUERY_KEYS = ("Modality", "StudyDate", "StudyDescription", "AccessionNumber", "PatientID")
 
@@ -55,8 +60,10 @@ class DicomDatabaseSource(BatchSource):
         database: LocalDicomDatabase,
         rule: SeriesRule,
         query: Mapping[str, str] | None = None,
+        uid_list: Path | None = None,
     ) -> None:
         super().__init__(batch)
+        self.uid_list = uid_list
         self.database = database
         self.folder = database.folder
         self.rule = rule
@@ -87,6 +94,7 @@ class DicomDatabaseSource(BatchSource):
                     fix='write "YYYYMMDD", "YYYYMMDD-YYYYMMDD", "YYYYMMDD-" or "-YYYYMMDD".',
                 )
         rule = SeriesRule.from_spec(spec)
+        uid_list = spec.path("uid_list", required=False)
         try:
             database = LocalDicomDatabase(folder, readonly=True)
         except DicomDatabaseError as exc:
@@ -96,7 +104,7 @@ class DicomDatabaseSource(BatchSource):
                 fix=f"run 'caseiterator import FOLDER --db {folder}' first (FOLDER holding the "
                 "DICOM files), or point path at the database folder.",
             ) from exc
-        return cls(batch, database, rule, query)
+        return cls(batch, database, rule, query, uid_list)
 
     def describe(self) -> str:
         return f"DICOM database {self.folder}"
@@ -109,8 +117,23 @@ class DicomDatabaseSource(BatchSource):
             check_cancel(cancel)
             progress(0, None, "reading the database")
             self._series = self.database.series_summaries(self.query)
+            if self.uid_list is not None:
+                self._series = self._listed(self._series)
             progress(len(self._series), len(self._series), "database read")
         return self._series
+
+    def _listed(self, summaries: list[SeriesSummary]) -> list[SeriesSummary]:
+        """The series the uid_list names (a row without a series names its whole study)."""
+        assert self.uid_list is not None
+        with self.uid_list.open(newline="", encoding="utf-8-sig") as handle:
+            rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in
+                    csv.DictReader(handle)]  # fmt: skip
+        wanted = {(r.get("studyinstanceuid", ""), r.get("seriesinstanceuid", "")) for r in rows}
+        return [
+            s
+            for s in summaries
+            if (s.study_uid, s.series_uid) in wanted or (s.study_uid, "") in wanted
+        ]
 
     def iter_cases(
         self, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None
