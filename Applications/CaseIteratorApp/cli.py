@@ -17,6 +17,7 @@ from CaseIteratorCoreLib.errors import CaseIteratorError
 from . import (
     app_command,
     bench_command,
+    compare_command,
     console,
     demo_command,
     import_command,
@@ -33,6 +34,7 @@ EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE = 0, 1, 2
 COMMANDS = (
     app_command,
     validate_command,
+    compare_command,
     status_command,
     import_command,
     servers_command,

@@ -22,6 +22,16 @@ A batch file looks like::
     depth = 2
     max_memory_mb = 2048
 
+    [compare]                    # comparison mode (caseiterator compare), see docs/comparison.md
+    columns = ["mask", "prediction"]   # csv: the columns holding the segmentations, or
+    reference = "mask"           # the one the others are compared with (default: the first)
+    resample = false             # resample a segmentation on another grid (nearest neighbour)
+
+    [[compare.series]]           # DICOM batches: SEG series of the case, one table each
+    name = "AI"
+    description = "^AI"          # regular expression searched in SeriesDescription, and/or
+    reader = "Doe^Jane"          # ContentCreatorName
+
 Every error names the file, the key and its line, and says what to write instead.
 """
 
@@ -46,12 +56,14 @@ CSV_SUFFIXES = (".csv", ".tsv")
 #: The index file that marks a local DICOM database folder (see :mod:`.dicom_database`).
 DICOM_DB_INDEX = ".dicom-file-client.db"
 
-_TOP_KEYS = ("name", "id", "source", "output", "segments", "prefetch")
+_TOP_KEYS = ("name", "id", "source", "output", "segments", "prefetch", "compare")
 _OUTPUT_KEYS = ("format", "destination", "seg_type")
 #: DICOM SEG kinds: BINARY (default, any segments) or LABELMAP (smaller; segments must not overlap).
 SEG_TYPES = ("binary", "labelmap")
 _SEGMENT_KEYS = ("name", "category", "type", "region", "color")
 _PREFETCH_KEYS = ("depth", "max_memory_mb")
+_COMPARE_KEYS = ("columns", "series", "reference", "resample")
+_COMPARE_SERIES_KEYS = ("name", "reader", "description")
 _MAX_DEFAULT_CACHE_MB = 4096
 
 
@@ -106,6 +118,47 @@ class PrefetchSpec:
 
     depth: int = 2
     max_memory_mb: int = field(default_factory=default_cache_mb)
+
+
+@dataclass(frozen=True)
+class SegSeriesRule:
+    """Which DICOM SEG series of a case is one of the segmentations compared.
+
+    Parameters
+    ----------
+    name
+        The name of this segmentation in tables ("AI", "Reader 2").
+    reader
+        ContentCreatorName of the SEG (compared as :func:`.result_store.same_reader` does).
+    description
+        Regular expression searched (case-insensitively) in the SEG's SeriesDescription.
+    """
+
+    name: str
+    reader: str | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """The ``[compare]`` table: which segmentations of each case are compared.
+
+    Exactly one of ``columns`` (CSV batches) and ``series`` (DICOM batches) is given.
+    """
+
+    columns: tuple[str, ...] = ()
+    series: tuple[SegSeriesRule, ...] = ()
+    #: Name of the segmentation the others are compared with.
+    reference: str = ""
+    #: Resample a segmentation that is not on the image grid (nearest neighbour) instead of
+    #: reporting the case.
+    resample: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Names of the compared segmentations, the reference first."""
+        names = list(self.columns) or [rule.name for rule in self.series]
+        return (self.reference, *[n for n in names if n != self.reference])
 
 
 class KeyLocator:
@@ -238,6 +291,8 @@ class BatchDefinition:
     segments: tuple[SegmentTemplate, ...] = (DEFAULT_SEGMENT,)
     prefetch: PrefetchSpec = field(default_factory=PrefetchSpec)
     explicit_id: str | None = None
+    #: The ``[compare]`` table (None: the batch names no segmentations to compare).
+    compare: CompareSpec | None = None
 
     @property
     def key(self) -> str:
@@ -345,6 +400,7 @@ def _parse_toml(path: Path) -> BatchDefinition:
     output = _parse_output(data.get("output", {}), path, source, error)
     segments = _parse_segments(data.get("segments"), error)
     prefetch = _parse_prefetch(data.get("prefetch", {}), error)
+    compare = _parse_compare(data["compare"], source, error) if "compare" in data else None
     return BatchDefinition(
         name=name.strip(),
         path=path,
@@ -353,6 +409,7 @@ def _parse_toml(path: Path) -> BatchDefinition:
         segments=segments,
         prefetch=prefetch,
         explicit_id=explicit_id,
+        compare=compare,
     )
 
 
@@ -506,3 +563,112 @@ def _parse_prefetch(table: Any, error) -> PrefetchSpec:
             f"max_memory_mb must be a whole number of at least 64, got {memory!r}.",
         )
     return PrefetchSpec(depth=depth, max_memory_mb=memory)
+
+
+def _parse_compare(table: Any, source: SourceSpec, error) -> CompareSpec:
+    if not isinstance(table, dict):
+        raise error("compare", "compare must be a table: write [compare] on its own line.")
+    for key in table:
+        if key not in _COMPARE_KEYS:
+            raise error(
+                f"compare.{key}", f"unknown key {key!r} in [compare].", _suggest(key, _COMPARE_KEYS)
+            )
+    resample = table.get("resample", False)
+    if not isinstance(resample, bool):
+        raise error("compare.resample", f"resample must be true or false, got {resample!r}.")
+    columns = table.get("columns", [])
+    if not isinstance(columns, list) or not all(isinstance(c, str) and c.strip() for c in columns):
+        raise error(
+            "compare.columns",
+            f"columns must be a list of CSV column names, got {columns!r}.",
+            'write columns = ["mask", "prediction"].',
+        )
+    columns = [c.strip() for c in columns]
+    rules = _parse_compare_series(table.get("series", []), error)
+    if columns and rules:
+        raise error(
+            "compare.series",
+            "[compare] names both CSV columns and SEG series.",
+            "use columns for a csv batch, [[compare.series]] for a DICOM batch.",
+        )
+    if source.type == "csv" and rules:
+        raise error(
+            "compare.series",
+            "[[compare.series]] finds DICOM SEG series, but this is a csv batch.",
+            'name the CSV columns instead: columns = ["mask", "prediction"].',
+        )
+    if source.type != "csv" and columns:
+        raise error(
+            "compare.columns",
+            f"columns name CSV columns, but this is a {source.type} batch.",
+            "describe each SEG series in a [[compare.series]] table (name, reader, description).",
+        )
+    names = columns or [r.name for r in rules]
+    if len(names) < 2:
+        raise error(
+            "compare",
+            f"[compare] names {len(names)} segmentation(s); a comparison needs at least two.",
+            'write columns = ["mask", "prediction"] (csv) or two [[compare.series]] tables.',
+        )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        key = "compare.columns" if columns else "compare.series"
+        raise error(key, f"{twice[0]!r} is named twice in [compare].", "name each one once.")
+    reference = table.get("reference", names[0])
+    if reference not in names:
+        raise error(
+            "compare.reference",
+            f"reference {reference!r} is not one of the compared segmentations.",
+            f"use one of: {', '.join(names)}.",
+        )
+    return CompareSpec(columns=tuple(columns), series=rules, reference=reference, resample=resample)
+
+
+def _parse_compare_series(entries: Any, error) -> tuple[SegSeriesRule, ...]:
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise error(
+            "compare.series",
+            "series must be [[compare.series]] tables.",
+            "write each SEG series as a [[compare.series]] table with name and reader or "
+            "description.",
+        )
+    rules = []
+    for index, entry in enumerate(entries):
+        where = f"compare.series[{index}]"
+        for key in entry:
+            if key not in _COMPARE_SERIES_KEYS:
+                raise error(
+                    f"{where}.{key}",
+                    f"unknown key {key!r} in [[compare.series]] {index + 1}.",
+                    _suggest(key, _COMPARE_SERIES_KEYS),
+                )
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise error(
+                f"{where}.name",
+                f"[[compare.series]] {index + 1} needs a name, got {name!r}.",
+                'add name = "AI" (the name shown in tables).',
+            )
+        values = {}
+        for key in ("reader", "description"):
+            value = entry.get(key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise error(f"{where}.{key}", f"{key} must be a non-empty string, got {value!r}.")
+            values[key] = value
+        if not values["reader"] and not values["description"]:
+            raise error(
+                f"{where}.name",
+                f"[[compare.series]] {name!r} says neither reader nor description.",
+                'add reader = "<ContentCreatorName>" and/or description = "<regular expression>".',
+            )
+        if values["description"]:
+            try:
+                re.compile(values["description"])
+            except re.error as exc:
+                raise error(
+                    f"{where}.description",
+                    f"description {values['description']!r} is not a regular expression: {exc}.",
+                    "escape special characters such as ( ) [ ] with a backslash.",
+                ) from exc
+        rules.append(SegSeriesRule(name.strip(), values["reader"], values["description"]))
+    return tuple(rules)

@@ -77,7 +77,11 @@ class CsvTableSource(BatchSource):
             "images": _string_list(spec, "additional_image_columns"),
             "masks": _string_list(spec, "additional_mask_columns"),
             "explicit": {k for k in ("mask_column", "root_column") if k in spec.options},
+            # [compare] columns are masks of the case too (role = column name).
+            "compare": list(batch.compare.columns) if batch.compare else [],
         }
+        known = [columns["mask"], *columns["masks"]]
+        columns["masks"] += [c for c in columns["compare"] if c not in known]
         root = spec.path("root", required=False) if "root" in spec.options else None
         delimiter = _string(spec, "delimiter", None)
         if delimiter is not None and len(delimiter) != 1:
@@ -131,7 +135,22 @@ class CsvTableSource(BatchSource):
             required.append(("root_column", self._columns["root"]))
         required += [("id_column", self._columns["id"])] if self._columns["id"] else []
         required += [("additional_image_columns", c) for c in self._columns["images"]]
-        required += [("additional_mask_columns", c) for c in self._columns["masks"]]
+        required += [
+            ("additional_mask_columns", c)
+            for c in self._columns["masks"]
+            if c not in self._columns["compare"]
+        ]
+        for column in self._columns["compare"]:
+            if column not in header:
+                line = spec.locator.line_of("compare.columns") if spec.locator else None
+                raise BatchDefinitionError(
+                    self.batch.path,
+                    f"[compare] names column {column!r}, which the CSV table {self.table} does "
+                    "not have.",
+                    line=line,
+                    key="compare.columns",
+                    fix=f"use columns of the table ({', '.join(header)}).",
+                )
         for key, column in required:
             if column not in header:
                 fix = (
