@@ -66,6 +66,7 @@ _SERIES_FIELDS = [
     "NumberOfSeriesRelatedInstances",
 ]
 _WILDCARD = re.compile(r"[*?]")
+_NAME_SEPARATORS = re.compile(r"[\^ ]+")
 _MODALITY = re.compile(r"^[A-Z0-9]{1,16}$")
 
 T = TypeVar("T")
@@ -351,6 +352,13 @@ def _matches(pattern: str, value: str, *, ignore_case: bool) -> bool:
     return re.fullmatch(regex, value, re.IGNORECASE if ignore_case else 0) is not None
 
 
+def name_matches(pattern: str, name: str) -> bool:
+    """Whether a DICOM name matches ``pattern`` (wildcards, any case, "^" as a space too)."""
+    return any(
+        _matches(pattern, n, ignore_case=True) for n in (name, name.replace("^", " ").strip())
+    )
+
+
 # -- local database --------------------------------------------------------------------------
 
 
@@ -403,8 +411,7 @@ class LocalDatabaseSearch(DicomSearch):
         description = query.pop("StudyDescription", "")
         by_study: dict[str, list[SeriesSummary]] = {}
         for summary in self._summaries(query):
-            names = (summary.patient_name, summary.patient_name.replace("^", " "))
-            if any(_matches(name, n, ignore_case=True) for n in names) and _matches(
+            if name_matches(name, summary.patient_name) and _matches(
                 description, summary.study_description, ignore_case=True
             ):
                 by_study.setdefault(summary.study_uid, []).append(summary)
@@ -546,11 +553,17 @@ class DicomWebSearch(DicomSearch):
         cancel: CancelToken | None = None,
     ) -> Page[StudyRow]:
         check_cancel(cancel)
+        query = filters.study_query()
+        name = query.get("PatientName", "")
+        if _NAME_SEPARATORS.search(name):
+            # Some servers (Orthanc 1.10) never match a "^" or a space in a name: send a
+            # wildcard in their place and keep only the exact matches below.
+            query["PatientName"] = re.sub(r"\*+", "*", _NAME_SEPARATORS.sub("*", name))
         # One more than asked tells whether another page follows, without a count query.
         found = self._search(
             "the QIDO-RS study search",
             self.client.search_for_studies,
-            search_filters=filters.study_query(),
+            search_filters=query,
             fields=_STUDY_FIELDS,
             limit=limit + 1,
             offset=offset,
@@ -571,6 +584,8 @@ class DicomWebSearch(DicomSearch):
             )
             for ds in found[:limit]
         )
+        if _NAME_SEPARATORS.search(name):
+            rows = tuple(r for r in rows if name_matches(name, r.patient_name))
         return Page(rows, offset, len(found) > limit)
 
     def search_series(
