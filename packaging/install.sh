@@ -73,6 +73,13 @@ if [[ -e $prefix ]]; then
 fi
 [[ "$HERE" != "$prefix" ]] || die "the bundle is already at $prefix"
 
+# Folders above the prefix that this install makes (recorded below, removed by uninstall).
+made_above=()
+dir="$(dirname "$prefix")"
+while [[ ! -d $dir ]]; do
+    made_above=("$dir" "${made_above[@]}")
+    dir="$(dirname "$dir")"
+done
 mkdir -p "$(dirname "$prefix")" || die "cannot create $(dirname "$prefix") (system-wide needs root; or use --user)"
 say "copying CaseIterator $VERSION to $prefix"
 tmp="$prefix.installing.$$"
@@ -83,6 +90,9 @@ mv "$tmp" "$prefix"
 manifest="$prefix/share/install-manifest.txt"
 : >"$manifest"
 record() { echo "$1" >>"$manifest"; }
+for dir in "${made_above[@]}"; do
+    record "$dir/"
+done
 
 # The desktop entry: Exec is the absolute path (no PATH lookup), quoted for spaces.
 desktop_entry() { # $1 = extra arguments of "app" (kiosk), $2 = output file
@@ -93,7 +103,23 @@ desktop_entry() { # $1 = extra arguments of "app" (kiosk), $2 = output file
     chmod 644 "$2"
 }
 
-mkdir -p "$bindir" "$datadir/applications" "$datadir/icons/hicolor/scalable/apps" \
+# Folders made here are recorded too (with a trailing /), so that uninstall leaves no empty
+# ones behind; folders that existed before are never removed.
+make_dirs() {
+    local dir missing
+    for dir in "$@"; do
+        missing=()
+        while [[ ! -d $dir ]]; do
+            missing=("$dir" "${missing[@]}")
+            dir="$(dirname "$dir")"
+        done
+        for dir in "${missing[@]}"; do
+            mkdir "$dir"
+            record "$dir/"
+        done
+    done
+}
+make_dirs "$bindir" "$datadir/applications" "$datadir/icons/hicolor/scalable/apps" \
     "$datadir/icons/hicolor/256x256/apps"
 link="$bindir/caseiterator"
 if [[ -e $link || -L $link ]]; then
@@ -117,7 +143,7 @@ record "$datadir/icons/hicolor/256x256/apps/caseiterator.png"
 say "desktop entry: $entry"
 
 if ((autostart)); then
-    mkdir -p "$autostartdir"
+    make_dirs "$autostartdir"
     auto="$autostartdir/caseiterator-kiosk.desktop"
     desktop_entry " --kiosk" "$auto"
     sed -i -e 's|^Name=CaseIterator$|Name=CaseIterator (reading station)|' -e 's| %f$||' "$auto"

@@ -24,8 +24,9 @@ manifest="$prefix/share/install-manifest.txt"
 [[ -f $manifest && -x $prefix/caseiterator && -d $prefix/_internal ]] ||
     die "$prefix is not an installed CaseIterator (no share/install-manifest.txt)"
 
-while IFS= read -r path; do
-    [[ -n $path ]] || continue
+mapfile -t entries <"$manifest"
+for path in "${entries[@]}"; do
+    [[ -n $path && $path != */ ]] || continue
     if [[ -L $path ]]; then
         if [[ "$(readlink "$path")" == "$prefix/caseiterator" ]]; then
             rm -f "$path" && say "removed $path"
@@ -44,19 +45,29 @@ while IFS= read -r path; do
         *) rm -f "$path" && say "removed $path" ;;
         esac
     fi
-done <"$manifest"
+done
 
 # Refresh the menus where the tools exist (optional).
 if command -v update-desktop-database >/dev/null; then
     while IFS= read -r path; do
         [[ $path == */applications/caseiterator.desktop ]] &&
             { update-desktop-database -q "$(dirname "$path")" 2>/dev/null || true; }
-    done <"$manifest"
+    done < <(printf '%s\n' "${entries[@]}")
 fi
 
-# Last: the install folder (this script included; bash has read it already).
+# Then the install folder (this script included: bash goes on reading its open file).
 case "$prefix" in
-/ | /opt | /usr | /usr/local | "$HOME") die "refusing to remove $prefix" ;;
+/ | /opt | /usr | /usr/local | "${HOME:-}") die "refusing to remove $prefix" ;;
 esac
 rm -rf "$prefix"
 say "removed $prefix"
+
+# Folders install.sh made, deepest first, when nothing else was put in them since.
+while IFS= read -r path; do
+    [[ -d $path ]] || continue
+    if rmdir "$path" 2>/dev/null; then
+        say "removed ${path%/}"
+    else
+        say "left ${path%/}: not empty"
+    fi
+done < <(printf '%s\n' "${entries[@]}" | grep '/$' | sort -r)
