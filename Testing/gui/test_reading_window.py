@@ -96,6 +96,7 @@ def test_painting_with_the_mouse_changes_the_segmentation(qtbot, reading, drag) 
     assert window.editing.painted_voxels(0) == painted
     # Saving marks the case done and the edits clean.
     assert window.save_case()
+    window.wait_for_saves()  # the result is written in the background
     assert not window.editing.modified
     progress = reading.store.for_batch(reading.batch.key, "dr.test").get(reading.cases[0].id)
     assert progress.status is CaseStatus.DONE

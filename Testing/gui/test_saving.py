@@ -21,6 +21,7 @@ def test_save_writes_the_painted_voxels_as_a_seg(qtbot, reading, drag) -> None:
     painted = window.editing.painted_voxels(0)
     assert painted > 0
     assert window.save_case()
+    window.wait_for_saves()  # the result is written in the background
     results = reading.batch.output.folder  # the demo batch saves into "results"
     files = sorted(results.rglob("*.dcm"))
     assert len(files) == 1, files
@@ -42,6 +43,7 @@ def test_reopening_a_saved_case_starts_from_the_save(qtbot, reading, reading_fac
     drag(axial, [centre + QtCore.QPoint(dx, 0) for dx in range(-30, 31, 6)])
     painted = window.editing.painted_voxels(0)
     assert painted > 0 and window.save_case()
+    window.wait_for_saves()
     reading.close()
     # A new session of the same reader: the case opens with the saved voxels, clean.
     again = reading_factory(reading.batch.path)

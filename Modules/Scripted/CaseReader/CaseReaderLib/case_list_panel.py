@@ -13,6 +13,24 @@ from .status_icons import STATUS_LABELS, status_icon
 
 _PRIMARY = QtCore.Qt.ItemDataRole.UserRole + 2
 _SECONDARY = QtCore.Qt.ItemDataRole.UserRole + 3
+_PREFETCH = QtCore.Qt.ItemDataRole.UserRole + 4
+
+#: Colour of the small dot that shows a case's prefetch state (none when idle).
+PREFETCH_COLOURS = {
+    "queued": "#5b6570",
+    "fetching": "#d6a33a",
+    "decoding": "#d6a33a",
+    "ready": "#4caf7a",
+    "failed": "#d9534f",
+}
+#: What the dot means, for the tooltip.
+PREFETCH_LABELS = {
+    "queued": "Waiting to be loaded",
+    "fetching": "Loading…",
+    "decoding": "Loading…",
+    "ready": "Loaded: opens at once",
+    "failed": "Could not be loaded",
+}
 
 
 def case_lines(case: Case) -> tuple[str, str]:
@@ -55,8 +73,15 @@ class _CaseItemDelegate(QtWidgets.QStyledItemDelegate):
         painter.setFont(font)
         metrics = QtGui.QFontMetrics(font)
         line = metrics.height()
+        state = index.data(_PREFETCH)
+        colour = PREFETCH_COLOURS.get(state or "")
+        if colour is not None:
+            painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
+            painter.setPen(QtCore.Qt.PenStyle.NoPen)
+            painter.setBrush(QtGui.QColor(colour))
+            painter.drawEllipse(QtCore.QRectF(rect.right() - 7, rect.top() + 5, 7, 7))
         painter.setPen(QtGui.QColor("#ffffff" if selected else "#e3e6ea"))
-        first = QtCore.QRect(text_left, rect.top(), rect.right() - text_left, line)
+        first = QtCore.QRect(text_left, rect.top(), rect.right() - text_left - 12, line)
         primary = index.data(_PRIMARY) or ""
         painter.drawText(
             first,
@@ -143,12 +168,35 @@ class CaseListPanel(QtWidgets.QFrame):
             return
         item.setIcon(status_icon(progress.status))
         lines = [case.name, STATUS_LABELS[progress.status]]
+        state = item.data(_PREFETCH)
+        if state in PREFETCH_LABELS:
+            lines.append(f"Prefetch: {PREFETCH_LABELS[state]}")
         if progress.reason:
             lines.append(f"Reason: {progress.reason}")
         if progress.seconds:
             lines.append(f"Reading time: {_duration(progress.seconds)}")
         item.setToolTip("\n".join(lines))
         item.setData(QtCore.Qt.ItemDataRole.UserRole + 1, progress.status.value)
+
+    def set_prefetch_state(self, index: int, state: str, detail: str | None = None) -> None:
+        """Show whether case ``index`` is loaded ahead (a small dot: see PREFETCH_COLOURS).
+
+        ``state`` is a :class:`~CaseIteratorCoreLib.prefetch.LoadState` value (``"idle"``
+        hides the dot); ``detail`` (a failure reason) goes into the tooltip.
+        """
+        item = self.list.item(index)
+        if item is None:
+            return
+        item.setData(_PREFETCH, state if state in PREFETCH_COLOURS else None)
+        lines = [line for line in item.toolTip().split("\n") if not line.startswith("Prefetch: ")]
+        if state in PREFETCH_LABELS:
+            text = PREFETCH_LABELS[state] + (f" ({detail})" if detail and state == "failed" else "")
+            lines.append(f"Prefetch: {text}")
+        item.setToolTip("\n".join(lines))
+
+    def prefetch_state_of(self, index: int) -> str:
+        """The prefetch state the list shows for case ``index`` (``"idle"`` when none)."""
+        return self.list.item(index).data(_PREFETCH) or "idle"
 
     def status_of(self, index: int) -> CaseStatus:
         """The status the list shows for case ``index`` (tests)."""

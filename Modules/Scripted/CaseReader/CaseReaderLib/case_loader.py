@@ -1,24 +1,35 @@
-"""Loading cases off the GUI thread, with a one-case look-ahead.
+"""Cases for the reading window, loaded off the GUI thread by the core's prefetcher.
 
-Workers call the core's :func:`~CaseIteratorCoreLib.loading.load_case` (fetch, decode, checks);
-the GUI thread only receives the ready :class:`~CaseIteratorCoreLib.loading.LoadedCase` and
-wraps its numpy array as a volume node. The case after the current one is loaded ahead, so
-"Next" usually finds it ready (the batch prefetcher, with its memory cap, can replace this).
+The core's :class:`~CaseIteratorCoreLib.prefetch.Prefetcher` keeps the current case, the next
+``depth`` cases and the previous one loaded (retrieved, decoded, checked) in a memory-capped
+cache. This adapter gives the window what it needs from it, on the GUI thread:
+
+- :meth:`CaseLoader.request` makes a case current; ``loaded`` follows once it is in memory
+  *and prepared*: a worker has run ``prepare(loaded)`` (finding the reader's last result, a
+  draft) so that the GUI thread only wraps arrays. The case after the current one is prepared
+  ahead as soon as it is ready, so "Next" finds everything done.
+- ``failed`` when the case cannot be opened (after the prefetcher's retry).
+- ``state_changed`` for every prefetch state change (the case list shows them).
+
+The prefetcher calls its subscribers from worker threads; they only queue the status and wake
+the GUI thread with a queued signal.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Sequence
 
 from Qt import QtCore
 
+from CaseIteratorCoreLib.batch_file import PrefetchSpec
 from CaseIteratorCoreLib.cases import Case
 from CaseIteratorCoreLib.errors import CaseLoadError, OperationCancelled
-from CaseIteratorCoreLib.loading import LoadedCase, load_case
+from CaseIteratorCoreLib.loading import LoadedCase
+from CaseIteratorCoreLib.prefetch import LoadState, LoadStatus, Prefetcher
 from CaseIteratorCoreLib.sources.base import BatchSource
-from CaseIteratorCoreLib.tasks import CancelToken
 
 log = logging.getLogger(__name__)
 
@@ -33,167 +44,184 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class _JobSignals(QtCore.QObject):
-    finished = QtCore.Signal(int, str, object, str)  # job, case id, LoadedCase or None, reason
+class _PrepareJob(QtCore.QRunnable):
+    """Runs ``prepare(loaded)`` in a pool thread; reports to the loader's queue."""
 
-
-class _LoadJob(QtCore.QRunnable):
-    """Runs in a pool thread: load one case, report through queued signals."""
-
-    def __init__(
-        self,
-        job: int,
-        source: BatchSource,
-        case: Case,
-        cancel: CancelToken,
-        signals: _JobSignals,
-        after_load: Callable[[LoadedCase], None] | None = None,
-    ) -> None:
+    def __init__(self, loader: CaseLoader, index: int, loaded: LoadedCase, generation: int):
         super().__init__()
         self.setAutoDelete(True)
-        self.signals = signals
-        self._job = job
-        self._source = source
-        self._case = case
-        self._cancel = cancel
-        self._after_load = after_load
+        self._loader = loader
+        self._index = index
+        self._loaded = loaded
+        self._generation = generation
 
     def run(self) -> None:
-        loaded: LoadedCase | None = None
-        reason = ""
         try:
-            loaded = load_case(self._source, self._case, cancel=self._cancel)
-            if self._after_load is not None:
-                try:  # e.g. finding the reader's last result: never fails the case itself
-                    self._after_load(loaded)
-                except Exception:
-                    log.exception("preparing case %s failed", self._case.label)
-        except OperationCancelled:
-            reason = "cancelled"
-        except Exception as exc:  # a bad case must never stop the batch: report, go on
-            if not isinstance(exc, CaseLoadError):
-                log.exception("loading case %s failed", self._case.label)
-            reason = failure_reason(exc)
-        self.signals.finished.emit(self._job, self._case.id, loaded, reason)
-
-
-@dataclass
-class _Pending:
-    job: int
-    case: Case
-    cancel: CancelToken
-    wanted: bool
+            if self._loader._prepare is not None:
+                self._loader._prepare(self._loaded)
+        except Exception:  # finding a starting point never fails the case itself
+            log.exception("preparing case %s failed", self._loaded.case.label)
+        self._loader._post(("prepared", self._index, self._loaded, self._generation))
 
 
 class CaseLoader(QtCore.QObject):
-    """Loads the current case (and the next one ahead) in a private thread pool.
+    """The window's view of the prefetcher.
 
     Parameters
     ----------
     source
         The batch source the cases come from.
+    cases
+        The batch's cases, in order.
+    spec
+        Prefetch depth and memory cap (the batch's ``[prefetch]``, or the site's).
     parent
         Owner (the reading window).
-    after_load
-        Called in the worker thread with each loaded case, before it is reported (finding the
-        reader's last result to resume from); its failures are logged, never the case's.
+    prepare
+        Called in a worker thread with each loaded case before it is shown (finding the
+        reader's last result, a draft); its failures are logged, never the case's.
 
     Signals
     -------
     loaded(str, object)
-        A wanted case is ready: case id, :class:`LoadedCase`.
+        The wanted case is ready and prepared: case id, :class:`LoadedCase`.
     failed(str, str)
-        A wanted case cannot be opened: case id, the reason for the reader.
+        The wanted case cannot be opened: case id, the reason for the reader.
+    state_changed(int, object)
+        A case's prefetch state changed: index, :class:`~CaseIteratorCoreLib.prefetch.
+        LoadStatus`.
     """
 
     loaded = QtCore.Signal(str, object)
     failed = QtCore.Signal(str, str)
+    state_changed = QtCore.Signal(int, object)
+    _wake = QtCore.Signal()
 
     def __init__(
         self,
         source: BatchSource,
+        cases: Sequence[Case],
+        spec: PrefetchSpec | None = None,
         parent: QtCore.QObject | None = None,
-        after_load: Callable[[LoadedCase], None] | None = None,
+        prepare: Callable[[LoadedCase], None] | None = None,
     ) -> None:
         super().__init__(parent)
-        self._source = source
-        self._after_load = after_load
+        self._cases = tuple(cases)
+        self._prepare = prepare
+        self.prefetcher = Prefetcher.from_spec(source, self._cases, spec or PrefetchSpec())
         self._pool = QtCore.QThreadPool(self)
-        # One load at a time: decoding a series already uses the disk and a core fully, and
-        # the look-ahead must not slow down the case the reader waits for.
-        self._pool.setMaxThreadCount(1)
-        self._pending: dict[str, _Pending] = {}
-        self._ready: dict[str, LoadedCase] = {}
-        self._jobs = 0
+        self._pool.setMaxThreadCount(1)  # lookups are small; one at a time keeps them ordered
+        self._queue: collections.deque[tuple] = collections.deque()
+        self._queue_lock = threading.Lock()
+        self._wanted: int | None = None
+        #: Cases prepared (or being prepared) since they became ready: index -> generation.
+        self._prepared: dict[int, int] = {}
+        self._preparing: dict[int, int] = {}
+        self._generation = 0
         self._closed = False
-        # One receiver living on the GUI thread: workers' emits arrive as queued calls.
-        self._signals = _JobSignals(self)
-        self._signals.finished.connect(self._on_finished, QtCore.Qt.ConnectionType.QueuedConnection)
+        self._wake.connect(self._drain, QtCore.Qt.ConnectionType.QueuedConnection)
+        self._unsubscribe = self.prefetcher.subscribe(lambda s: self._post(("status", s)))
 
     @property
     def pool(self) -> QtCore.QThreadPool:
-        """The loader's thread pool (tests check it is idle after close)."""
+        """The pool preparing cases (tests check it is idle after close)."""
         return self._pool
 
-    def request(self, case: Case) -> None:
-        """Load ``case`` for display; ``loaded`` or ``failed`` follows (maybe at once)."""
+    def state(self, index: int) -> LoadStatus:
+        """The prefetch state of case ``index``."""
+        return self.prefetcher.state(index)
+
+    def is_ready(self, index: int) -> bool:
+        """Whether case ``index`` waits in memory."""
+        return self.prefetcher.peek(index) is not None
+
+    def request(self, index: int) -> None:
+        """Make case ``index`` current; ``loaded`` or ``failed`` follows (maybe at once)."""
         if self._closed:
             return
-        for case_id, pending in list(self._pending.items()):
-            if case_id != case.id and pending.wanted:
-                pending.wanted = False
-                pending.cancel.cancel()  # the reader moved on before it arrived
-        ready = self._ready.pop(case.id, None)
-        if ready is not None:
-            # Delivered from the event loop, like a finished load, so callers see one path.
-            QtCore.QTimer.singleShot(0, self, lambda: self.loaded.emit(case.id, ready))
-            return
-        pending = self._pending.get(case.id)
-        if pending is not None and not pending.cancel.cancelled:
-            pending.wanted = True
-            return
-        self._start(case, wanted=True)  # replaces a cancelled job, whose result is then ignored
+        self._wanted = index
+        self.prefetcher.set_current(index)
+        self._consider(index)
 
-    def prefetch(self, case: Case | None) -> None:
-        """Load ``case`` ahead, keeping only it ready (drops other look-ahead results)."""
-        if self._closed or case is None:
+    def retry(self, index: int) -> None:
+        """Forget that case ``index`` failed; load it again as the wanted case."""
+        if self._closed:
             return
-        for case_id in [c for c in self._ready if c != case.id]:
-            del self._ready[case_id]
-        if case.id in self._ready or case.id in self._pending:
-            return
-        self._start(case, wanted=False)
+        self.prefetcher.retry(index)
+        self.request(index)
 
-    def is_ready(self, case_id: str) -> bool:
-        """Whether ``case_id`` was loaded ahead and waits in memory."""
-        return case_id in self._ready
+    def _post(self, item: tuple) -> None:
+        with self._queue_lock:
+            self._queue.append(item)
+        self._wake.emit()
 
-    def _start(self, case: Case, *, wanted: bool) -> None:
-        self._jobs += 1
-        cancel = CancelToken()
-        job = _LoadJob(self._jobs, self._source, case, cancel, self._signals, self._after_load)
-        self._pending[case.id] = _Pending(self._jobs, case, cancel, wanted)
-        self._pool.start(job, priority=1 if wanted else 0)
-
-    def _on_finished(self, job: int, case_id: str, loaded: LoadedCase | None, reason: str) -> None:
-        pending = self._pending.get(case_id)
-        if pending is None or pending.job != job or self._closed:
-            return  # a replaced or cancelled job
-        del self._pending[case_id]
-        if loaded is not None:
-            if pending.wanted:
-                self.loaded.emit(case_id, loaded)
+    def _drain(self) -> None:
+        while not self._closed:
+            with self._queue_lock:
+                if not self._queue:
+                    return
+                item = self._queue.popleft()
+            if item[0] == "status":
+                self._on_status(item[1])
             else:
-                self._ready[case_id] = loaded
-        elif pending.wanted and reason != "cancelled":
-            self.failed.emit(case_id, reason)
+                self._on_prepared(*item[1:])
+
+    def _on_status(self, status: LoadStatus) -> None:
+        index = status.index
+        self.state_changed.emit(index, status)
+        if status.state is not LoadState.READY:
+            self._prepared.pop(index, None)  # left the cache or is reloading
+        if status.state is LoadState.READY:
+            self._consider(index)
+        elif status.state is LoadState.FAILED and index == self._wanted:
+            self._wanted = None
+            try:
+                self.prefetcher.get(index, timeout=0)
+            except CaseLoadError as exc:
+                self.failed.emit(self._cases[index].id, failure_reason(exc))
+            except (OperationCancelled, LookupError, TimeoutError):
+                pass
+
+    def _consider(self, index: int) -> None:
+        """Deliver ``index`` if wanted and prepared; prepare the wanted or the next case."""
+        loaded = self.prefetcher.peek(index)
+        if loaded is None:
+            return
+        wanted = index == self._wanted
+        ahead = self._wanted is not None and index == self._wanted + 1
+        if index in self._prepared:
+            if wanted:
+                self._deliver(index, loaded)
+            return
+        if (wanted or ahead) and index not in self._preparing:
+            self._generation += 1
+            self._preparing[index] = self._generation
+            self._pool.start(_PrepareJob(self, index, loaded, self._generation))
+
+    def _on_prepared(self, index: int, loaded: LoadedCase, generation: int) -> None:
+        if self._preparing.get(index) != generation:
+            return
+        del self._preparing[index]
+        if self.prefetcher.peek(index) is not loaded:
+            self._consider(index)  # reloaded meanwhile: prepare what is in memory now
+            return
+        self._prepared[index] = generation
+        if index == self._wanted:
+            self._deliver(index, loaded)
+
+    def _deliver(self, index: int, loaded: LoadedCase) -> None:
+        self._wanted = None
+        self._prepared.pop(index, None)  # shown: a later visit looks its result up again
+        self.loaded.emit(self._cases[index].id, loaded)
 
     def close(self) -> None:
-        """Cancel everything, wait for the worker, drop loaded cases."""
+        """Stop the prefetcher (joins its threads) and wait for the preparing worker."""
+        if self._closed:
+            return
         self._closed = True
-        for pending in self._pending.values():
-            pending.cancel.cancel()
+        self._unsubscribe()
         self._pool.clear()
         self._pool.waitForDone()
-        self._pending.clear()
-        self._ready.clear()
+        self.prefetcher.close()
+        with self._queue_lock:
+            self._queue.clear()

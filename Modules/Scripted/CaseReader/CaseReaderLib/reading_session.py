@@ -6,7 +6,7 @@ the core's :class:`~CaseIteratorCoreLib.progress_store.BatchProgress`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from CaseIteratorCoreLib.batch_file import BatchDefinition
@@ -98,12 +98,15 @@ class ReadingSession:
                 return index
         return max(0, len(self.cases) - 1)
 
-    def next_unfinished_index(self, after: int) -> int | None:
-        """The first unfinished case after ``after`` (wrapping around), or None when all are."""
+    def next_unfinished_index(self, after: int, finishing: Collection[str] = ()) -> int | None:
+        """The first unfinished case after ``after`` (wrapping around), or None when all are.
+
+        ``finishing`` are ids of cases being saved: they count as finished.
+        """
         statuses = self.statuses()
         for offset in range(1, len(statuses) + 1):
             index = (after + offset) % len(statuses)
-            if statuses[index] not in FINISHED:
+            if statuses[index] not in FINISHED and self.cases[index].id not in finishing:
                 return index
         return None
 

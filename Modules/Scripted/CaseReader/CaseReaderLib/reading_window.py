@@ -1,14 +1,21 @@
 """The reading window: one case at a time, its views and segments, and the way to the next one.
 
 It composes the pieces (header, case list, views, segment panel, tools, navigation bar) and
-runs the case flow: open a case (loaded off the GUI thread by :class:`~.case_loader.
-CaseLoader`), show it, record progress and reading time, save, skip, move on. A case that
-cannot be opened is shown calmly in a banner, recorded as failed, and can be left behind.
+runs the case flow: open a case (loaded ahead by the core's prefetcher through
+:class:`~.case_loader.CaseLoader`), show it, record progress and reading time, save, skip, move
+on. A case that cannot be opened is shown calmly in a banner, recorded as failed, and can be
+left behind.
+
+Work is never lost: a few seconds after an edit the segmentation is copied (milliseconds, GUI
+thread) and written as a draft by a background thread (:mod:`~CaseIteratorCoreLib.draft_store`);
+saving copies the same way and builds and writes the result in that thread, so "Save & Next"
+moves on at once. After a crash the case opens with its draft as unsaved edits.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -16,6 +23,9 @@ from pathlib import Path
 import numpy as np
 from Qt import QtCore, QtGui, QtWidgets
 
+from CaseIteratorCoreLib.batch_file import PrefetchSpec
+from CaseIteratorCoreLib.cases import Case
+from CaseIteratorCoreLib.draft_store import Draft, DraftError, DraftStore, PaintedLayers
 from CaseIteratorCoreLib.loading import LoadedCase
 from CaseIteratorCoreLib.mrml_segmentation import fill_segments
 from CaseIteratorCoreLib.mrml_volume import volume_to_node
@@ -26,6 +36,7 @@ from .batch_picker import choose_batch
 from .case_details_panel import CaseDetailsPanel
 from .case_list_panel import CaseListPanel
 from .case_loader import CaseLoader
+from .disk_worker import DiskWorker, Finished
 from .edit_tools_panel import EditToolsPanel, register_tool_shortcuts
 from .message_banner import MessageBanner
 from .navigation_bar import NavigationBar
@@ -35,7 +46,7 @@ from .reading_header import ReadingHeader
 from .reading_scene import ReadingScene
 from .reading_session import ReadingSession
 from .reading_timer import ReadingTimer
-from .result_saving import ResultSaver
+from .result_saving import ResultSaver, SaveOutcome, StartingPoint, snapshot_layers
 from .segment_editing import SegmentEditing
 from .segment_panel import SegmentPanel
 from .skip_dialog import SkipDialog
@@ -48,6 +59,17 @@ log = logging.getLogger(__name__)
 
 #: Reading time is written to the progress store at least this often (seconds).
 TIME_FLUSH_S = 60.0
+#: A draft is written this long after the first edit not yet in a draft (seconds): with the
+#: write itself, at most ~5 s of editing can be lost.
+AUTOSAVE_S = 3.0
+
+
+def clock(seconds: float) -> str:
+    """``HH:MM`` local time (with the date when it is not today)."""
+    stamp = time.localtime(seconds)
+    if time.strftime("%Y-%m-%d", stamp) == time.strftime("%Y-%m-%d"):
+        return time.strftime("%H:%M", stamp)
+    return time.strftime("%Y-%m-%d %H:%M", stamp)
 
 
 def describe_image(loaded: LoadedCase) -> str:
@@ -76,14 +98,27 @@ class ReadingWindow(QtWidgets.QMainWindow):
     allowed_folders
         Folders the "Open batch" dialog may show (site settings); in kiosk mode without any,
         no file dialog is offered.
+    prefetch
+        How many cases to load ahead and the memory cap (site settings); the batch's
+        ``[prefetch]`` when None.
+    drafts
+        Where drafts are kept; the reader's drafts of this batch in the data folder when None.
+    autosave_s
+        Seconds from an edit to its draft.
 
     Signals
     -------
     case_shown(int, float)
         Case ``index`` is on screen; GUI-thread seconds the switch took (wrap, show, render).
+    draft_written(str)
+        A draft of case ``id`` is on disk.
+    case_saved(str, bool)
+        A save of case ``id`` finished: written (True) or failed (False).
     """
 
     case_shown = QtCore.Signal(int, float)
+    draft_written = QtCore.Signal(str)
+    case_saved = QtCore.Signal(str, bool)
 
     def __init__(
         self,
@@ -93,6 +128,9 @@ class ReadingWindow(QtWidgets.QMainWindow):
         effects: Iterable[str] | None = None,
         kiosk: bool = False,
         allowed_folders: Sequence[Path] = (),
+        prefetch: PrefetchSpec | None = None,
+        drafts: DraftStore | None = None,
+        autosave_s: float = AUTOSAVE_S,
         parent: QtWidgets.QWidget | None = None,
     ) -> None:
         protect_none_refcount()  # before the first repaint: see qt_binding_guard
@@ -107,16 +145,38 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self.scene = scene or ReadingScene()
         self.editing = SegmentEditing(self.scene)
         self.saver = ResultSaver(session.batch, session.reader, session.source)
-        self.loader = CaseLoader(session.source, self, after_load=self.saver.prepare_resume)
+        self.saver.arrange = self._ordered  # starting points ordered in the worker
+        self.drafts = drafts or DraftStore(session.batch.key, session.reader)
+        #: Drafts (and saves) are written here, one at a time, off the GUI thread.
+        self.disk = DiskWorker(self)
+        self.loader = CaseLoader(
+            session.source,
+            session.cases,
+            prefetch or session.batch.prefetch,
+            self,
+            prepare=self._prepare_case,
+        )
         self.loader.loaded.connect(self._on_loaded)
         self.loader.failed.connect(self._on_failed)
         self.timer = ReadingTimer(self)
         self.timer.ticked.connect(self._on_timer_tick)
         self.loaded: LoadedCase | None = None
         self.last_switch_seconds = 0.0
+        #: GUI-thread seconds the last draft's copy took (the write runs in the background).
+        self.last_draft_copy_seconds = 0.0
         self._recorded_seconds = 0.0
         self._segments = tuple(Segment.from_template(t) for t in session.batch.segments)
         self._closing = False
+        # Drafts found by the loader's worker, taken when their case is shown.
+        self._found: dict[str, tuple[Segmentation | None, Draft | None, str]] = {}
+        self._found_lock = threading.Lock()
+        self._starting_point = ""  # where the current case's starting segmentation came from
+        self._draft_case: str | None = None  # the case whose draft is (being) written
+        self._saving: dict[str, int] = {}  # saves in flight: case id -> attempts
+        self._autosave = QtCore.QTimer(self)
+        self._autosave.setSingleShot(True)
+        self._autosave.setInterval(int(autosave_s * 1000))
+        self._autosave.timeout.connect(self._autosave_now)
 
         self.actions = make_actions(self)
         self._build(effects)
@@ -193,6 +253,11 @@ class ReadingWindow(QtWidgets.QMainWindow):
         a["redo"].triggered.connect(self.editing.redo)
         a["reset_views"].triggered.connect(self.scene.reset_views)
         self.case_list.case_chosen.connect(self.go_to)
+        self.loader.state_changed.connect(
+            lambda index, status: self.case_list.set_prefetch_state(
+                index, status.state.value, status.reason
+            )
+        )
         self.segment_panel.segment_selected.connect(self.editing.set_active_index)
         self.segment_panel.visibility_changed.connect(self.editing.set_visible)
         self.presets.preset_chosen.connect(lambda preset: self.apply_window_preset(preset.key))
@@ -200,13 +265,47 @@ class ReadingWindow(QtWidgets.QMainWindow):
 
     # -- case flow -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Open the first unfinished case (where the reader stopped last time)."""
+    def start(self, *, offer_recovery: bool = False) -> None:
+        """Open the first unfinished case (where the reader stopped last time).
+
+        With ``offer_recovery``, unsaved edits left by a crash are offered first: the reader
+        resumes the case they belong to (its draft appears as unsaved edits) or discards them.
+        """
         self._refresh_statuses()
-        if self.session.count:
-            self.go_to(self.session.resume_index())
-        else:
+        if not self.session.count:
             self.views.set_placeholder("This batch has no cases")
+            return
+        index = self.offer_recovery() if offer_recovery else None
+        self.go_to(self.session.resume_index() if index is None else index)
+
+    def offer_recovery(self) -> int | None:
+        """Ask whether to resume the newest draft; its case index, or None (drafts discarded)."""
+        by_id = {case.id: n for n, case in enumerate(self.session.cases)}
+        found = [info for info in self.drafts.drafts() if info.case_id in by_id]
+        if not found:
+            return None
+        newest = found[0]
+        name = newest.case_name or self.session.cases[by_id[newest.case_id]].name
+        box = QtWidgets.QMessageBox(self)
+        box.setObjectName("recoveryQuestion")
+        box.setWindowTitle(APP_TITLE)
+        box.setIcon(QtWidgets.QMessageBox.Icon.Question)
+        box.setText(f"Recover your unsaved edits of {name}?")
+        others = f" Edits of {len(found) - 1} other case(s) are kept too." if len(found) > 1 else ""
+        box.setInformativeText(
+            "CaseIterator was closed before you saved them (last kept at "
+            f"{clock(newest.saved_at)}). Recover opens the case with your edits, not yet saved."
+            f"{others}"
+        )
+        recover = box.addButton("Recover", QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+        box.addButton("Discard edits", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
+        box.setDefaultButton(recover)
+        box.exec()
+        if box.clickedButton() is recover:
+            return by_id[newest.case_id]
+        for info in found:
+            self.drafts.discard(info.case_id)
+        return None
 
     @property
     def current_index(self) -> int:
@@ -233,10 +332,10 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self._update_header()
         self.banner.clear()
         self.navigation.set_status(f"Opening {case.name}…")
-        if not self.loader.is_ready(case.id):
+        if not self.loader.is_ready(index):
             self.views.set_placeholder(f"Opening {case.name}…")
         self._update_actions()
-        self.loader.request(case)
+        self.loader.request(index)
 
     def next_case(self) -> None:
         """Open the next case (nothing is saved)."""
@@ -261,42 +360,106 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self._record_time()
         progress = self.session.progress.mark_skipped(case.id, reason)
         self.case_list.set_progress(self.session.current_index, case, progress)
-        self.editing.mark_saved()  # nothing to keep: the reader decided to skip
+        self._drop_edits(case)  # nothing to keep: the reader decided to skip
         self._refresh_statuses()
         self._advance()
         return True
 
     def save_case(self) -> bool:
-        """Save the current segmentation and mark the case done."""
+        """Save the current segmentation; the case is marked done once the result is written.
+
+        The segments are copied here (milliseconds); building and writing the result happen in
+        the background, so the reader can go on at once. A failure shows a banner naming the
+        case with "Try again" (the edits stay safe in a draft meanwhile). Returns whether the
+        save was started.
+        """
         case, loaded = self.session.current_case, self.loaded
         if case is None or loaded is None or loaded.case.id != case.id:
             return False
         try:
-            outcome = self.saver.save(self.editing, loaded)
-        except Exception as exc:  # shown calmly; the segmentation stays on screen, unsaved
-            log.exception("saving case %s failed", case.label)
-            self.banner.show_message(
-                f"{case.name} could not be saved",
-                f"{exc}\nYour segmentation is still here; try again, or ask your site admin.",
-                [("Try again", self.save_case)],
-            )
+            layers = snapshot_layers(self.editing, loaded.image.volume.geometry)
+        except ValueError as exc:  # a segment off the image grid: cannot happen with our tools
+            self.banner.show_message(f"{case.name} could not be saved", str(exc))
             return False
         self._record_time()
+        self._autosave.stop()
+        draft = Draft(case.id, layers, time.time(), case.name, self._starting_point)
+        self.editing.mark_saved()
+        self._draft_case = None
+        self._start_save(self.session.current_index, case, loaded, layers, draft)
+        return True
+
+    def _start_save(
+        self, index: int, case: Case, loaded: LoadedCase, layers: PaintedLayers, draft: Draft
+    ) -> None:
+        self._saving[case.id] = self._saving.get(case.id, 0) + 1
+        self.navigation.set_status(f"Saving {case.name}…")
+        drafts, saver = self.drafts, self.saver
+
+        def write() -> SaveOutcome:  # the disk thread
+            try:  # the edits are safe on disk while the result is built and written
+                drafts.save(draft)
+            except OSError:
+                log.exception("draft of case %s not written before saving", case.label)
+            outcome = saver.save(layers, loaded)
+            drafts.discard(case.id)
+            return outcome
+
+        self.disk.submit(
+            write, lambda done: self._on_saved(done, index, case, loaded, layers, draft)
+        )
+
+    def _on_saved(
+        self,
+        done: Finished,
+        index: int,
+        case: Case,
+        loaded: LoadedCase,
+        layers: PaintedLayers,
+        draft: Draft,
+    ) -> None:
+        self._saving.pop(case.id, None)
+        if done.error is not None:
+            exc = done.error
+            if self.session.current_case is case and self.loaded is loaded and not self._closing:
+                self.editing.undo_stack.reset_clean()  # not saved: leaving asks again
+            if not self._closing:
+                self.banner.show_message(
+                    f"{case.name} could not be saved",
+                    f"{exc}\nYour segmentation is kept as a draft on this computer; try again, "
+                    "or ask your site admin.",
+                    [("Try again", lambda: self._start_save(index, case, loaded, layers, draft))],
+                )
+                self.navigation.set_status("")
+            self.case_saved.emit(case.id, False)
+            return
+        outcome: SaveOutcome = done.result
         progress = self.session.progress.mark_done(
             case.id, outcome.refs[-1] if outcome.refs else None
         )
         for ref in outcome.refs[:-1]:
             progress = self.session.progress.add_result(case.id, ref)
-        self.editing.mark_saved()
-        self.case_list.set_progress(self.session.current_index, case, progress)
-        self._refresh_statuses()
-        voxels = sum(outcome.painted_voxels)
-        where = f" to {outcome.place}" if outcome.written else " (result files are not written yet)"
-        self.navigation.set_status(f"Saved {case.name}{where} · {voxels} voxels segmented")
-        return True
+        if not self._closing:
+            self.case_list.set_progress(index, case, progress)
+            self._refresh_statuses()
+            voxels = sum(outcome.painted_voxels)
+            where = (
+                f" to {outcome.place}" if outcome.written else " (result files are not written yet)"
+            )
+            self.navigation.set_status(f"Saved {case.name}{where} · {voxels} voxels segmented")
+        self.case_saved.emit(case.id, True)
+
+    def wait_for_saves(self) -> None:
+        """Block until every save and draft in flight is written and its outcome shown."""
+        self.disk.wait()
+
+    @property
+    def saving(self) -> bool:
+        """Whether a save is in flight."""
+        return bool(self._saving)
 
     def save_and_next(self) -> None:
-        """Save, then open the next case."""
+        """Save, then open the next case (the save finishes in the background)."""
         if self.save_case():
             self._advance()
 
@@ -305,7 +468,9 @@ class ReadingWindow(QtWidgets.QMainWindow):
         if self.session.has_next():
             self.go_to(self.session.current_index + 1)
             return
-        remaining = self.session.next_unfinished_index(self.session.current_index)
+        remaining = self.session.next_unfinished_index(
+            self.session.current_index, finishing=set(self._saving)
+        )
         if remaining is None:
             self.banner.show_message(
                 "All cases are finished",
@@ -331,8 +496,16 @@ class ReadingWindow(QtWidgets.QMainWindow):
         node = volume_to_node(self.scene.scene, image.volume, case.name, window=image.window)
         segmentation_node = self.editing.start_case(node, self._segments)
         resumed = self.saver.take_resume(case.id)
-        if resumed is not None:
-            self._start_from(segmentation_node, *resumed)
+        with self._found_lock:
+            ordered, draft, note = self._found.pop(case.id, (None, None, ""))
+        self._starting_point = resumed.description if resumed is not None else ""
+        self._draft_case = None
+        if draft is not None and ordered is not None:
+            self._recover(segmentation_node, ordered, draft)
+        elif resumed is not None:
+            self._start_from(segmentation_node, resumed)
+        if note:
+            self.banner.show_message("Unsaved edits set aside", note, kind="info")
         self.scene.show_volume(node)
         self.loaded = loaded
         modality = case.details.get("modality")
@@ -352,25 +525,132 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self.details.show_case(loaded)
         self.timer.start()
         self._update_actions()
-        if self.session.has_next():
-            self.loader.prefetch(self.session.cases[self.session.current_index + 1])
         self.case_shown.emit(self.session.current_index, self.last_switch_seconds)
 
-    def _start_from(self, node, segmentation, where: str) -> None:
-        """Show the reader's last result (or the pre-segmentation) as the starting point."""
+    def _prepare_case(self, loaded: LoadedCase) -> None:
+        """Find the case's starting point and draft (the loader's worker thread).
+
+        A draft older than the reader's newest save of the case is dropped (the save holds
+        later work); a draft painted on another grid is set aside with a note for the banner.
+        """
+        case = loaded.case
+        self.saver.prepare_resume(loaded)
+        self.disk.wait_idle()  # a draft being written or removed for this case lands first
+        geometry = loaded.image.volume.geometry
+        note = ""
+        draft: Draft | None = None
+        try:
+            draft = self.drafts.load(case.id, geometry)
+        except DraftError as exc:
+            log.warning("draft of case %s refused: %s", case.label, exc)
+            kept = self.drafts.set_aside(case.id)
+            note = f"{exc}." + (f" It is kept as {kept.name} for your site admin." if kept else "")
+        ordered: Segmentation | None = None
+        starting = self.saver.peek_resume(case.id)
+        saved_at = starting.saved_at if starting is not None else None
+        if draft is not None and saved_at is not None and saved_at > draft.saved_at:
+            log.info("draft of case %s is older than the reader's save: dropped", case.label)
+            self.drafts.discard(case.id)
+            note = (
+                f"Your unsaved edits of {clock(draft.saved_at)} were older than your later "
+                "save; the save is shown."
+            )
+            draft = None
+        ordered = self._ordered(draft.layers.to_segmentation()) if draft is not None else None
+        with self._found_lock:
+            self._found[case.id] = (ordered, draft, note)
+
+    def _ordered(self, segmentation: Segmentation) -> Segmentation:
+        """``segmentation`` with the batch's segments first, in template order (by name)."""
+        if hasattr(self.editing, "load_result"):
+            return segmentation  # the editor matches segments itself and keeps added ones
         by_name = {segment.name: index for index, segment in enumerate(segmentation.segments)}
         order = [by_name.get(segment.name) for segment in self._segments]
         masks = [
             segmentation.mask(i) if i is not None else np.zeros(segmentation.geometry.shape, bool)
             for i in order
         ]
-        fill_segments(
-            node,
-            self.editing.segment_ids,
-            Segmentation.from_masks(masks, segmentation.geometry, self._segments),
-        )
+        return Segmentation.from_masks(masks, segmentation.geometry, self._segments)
+
+    def _fill(self, node, segmentation: Segmentation) -> None:
+        load_result = getattr(self.editing, "load_result", None)
+        if load_result is not None:
+            load_result(segmentation)
+        else:
+            fill_segments(node, self.editing.segment_ids, segmentation)
+
+    def _start_from(self, node, starting: StartingPoint) -> None:
+        """Show the reader's last result (or the pre-segmentation) as the starting point."""
+        self._fill(node, starting.segmentation)
         self.editing.mark_saved()  # the starting point is the clean state: nothing to save yet
+        where = starting.description
         self.banner.show_message("Starting point", where[:1].upper() + where[1:], kind="info")
+
+    def _recover(self, node, segmentation: Segmentation, draft: Draft) -> None:
+        """Put a draft on screen as unsaved edits (Save is meaningful, leaving asks)."""
+        self._fill(node, segmentation)
+        self.editing.mark_saved()
+        self.editing.undo_stack.reset_clean()  # unsaved: they are not in any result yet
+        self._starting_point = draft.starting_point
+        self._draft_case = draft.case_id
+        since = f" (the case started {draft.starting_point})" if draft.starting_point else ""
+        self.banner.show_message(
+            f"Recovered your unsaved edits from {clock(draft.saved_at)}",
+            f"They are not saved yet{since}: Save keeps them, Undo cannot take them back.",
+            kind="info",
+        )
+
+    # -- drafts ----------------------------------------------------------------------------
+
+    def _note_edit(self) -> None:
+        """After any change in the editor: a draft follows within ``autosave_s``."""
+        case = self.session.current_case
+        if self._closing or self.loaded is None or case is None:
+            return
+        if (self.editing.modified or self._draft_case == case.id) and not self._autosave.isActive():
+            self._autosave.start()  # not restarted by later edits: at most autosave_s behind
+
+    def _autosave_now(self) -> None:
+        """Write the current case's draft (or remove it when the edits were undone)."""
+        case, loaded = self.session.current_case, self.loaded
+        if case is None or loaded is None or loaded.case.id != case.id or self._closing:
+            return
+        if self.editing.modified:
+            self._write_draft(case, loaded)
+        elif self._draft_case == case.id:
+            self._draft_case = None
+            self.disk.submit(lambda: self.drafts.discard(case.id))
+
+    def _write_draft(self, case: Case, loaded: LoadedCase) -> None:
+        started = time.perf_counter()
+        try:
+            layers = snapshot_layers(self.editing, loaded.image.volume.geometry)
+        except ValueError:
+            log.exception("draft of case %s not taken", case.label)
+            return
+        self.last_draft_copy_seconds = time.perf_counter() - started
+        draft = Draft(case.id, layers, time.time(), case.name, self._starting_point)
+        self._draft_case = case.id
+        self.disk.submit(lambda: self.drafts.save(draft), self._on_draft_written)
+
+    def _on_draft_written(self, done: Finished) -> None:
+        if done.error is not None:
+            if not self._closing:
+                self.banner.show_message(
+                    "Your edits cannot be kept safe on this computer",
+                    f"{done.error}\nSave your segmentation now, or ask your site admin.",
+                    [("Save", self.save_case)],
+                )
+            return
+        path: Path = done.result
+        self.draft_written.emit(path.stem)
+
+    def _drop_edits(self, case: Case) -> None:
+        """The reader let the edits go (Discard, Skip): no draft keeps them."""
+        self._autosave.stop()
+        self.editing.mark_saved()
+        self._draft_case = None
+        self.disk.submit(lambda: self.drafts.discard(case.id))
 
     def _on_failed(self, case_id: str, reason: str) -> None:
         case = self.session.current_case
@@ -397,6 +677,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
 
     def _retry(self, index: int) -> None:
         self.session.current_index = -1
+        self.loader.prefetcher.retry(index)
         self.go_to(index)
 
     # -- leaving a case --------------------------------------------------------------------
@@ -417,7 +698,10 @@ class ReadingWindow(QtWidgets.QMainWindow):
         box.exec()
         if box.clickedButton() is save:
             return self.save_case()
-        return box.clickedButton() is discard
+        if box.clickedButton() is discard:
+            self._drop_edits(self.session.current_case)
+            return True
+        return False
 
     def _record_time(self) -> None:
         case = self.session.current_case
@@ -427,6 +711,10 @@ class ReadingWindow(QtWidgets.QMainWindow):
             self._recorded_seconds += seconds
 
     def _leave_case(self) -> None:
+        self._autosave.stop()
+        case, loaded = self.session.current_case, self.loaded
+        if case is not None and loaded is not None and self.editing.modified:
+            self._write_draft(case, loaded)  # e.g. the window closes without asking
         self._record_time()
         self.timer.stop()
         self.loaded = None
@@ -477,6 +765,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self._on_editing_changed()
 
     def _on_editing_changed(self) -> None:
+        self._note_edit()
         self.actions["undo"].setEnabled(self.editing.can_undo())
         self.actions["redo"].setEnabled(self.editing.can_redo())
         index = self.editing.active_index
@@ -527,12 +816,16 @@ class ReadingWindow(QtWidgets.QMainWindow):
         super().closeEvent(event)
 
     def shutdown(self) -> None:
-        """Record the reading time, stop the workers, release the scene (idempotent)."""
+        """Record the reading time, finish the writes, stop the workers, release the scene.
+
+        Idempotent. A save in flight is waited for (and the case marked done).
+        """
         if self._closing:
             return
+        self._leave_case()  # writes a draft of unsaved edits
         self._closing = True
-        self._leave_case()
         self.timer.shutdown()
+        self.disk.close()  # waits for saves and drafts in flight: nothing half-done is lost
         self.loader.close()
         self.editing.shutdown()
         self.scene.close()

@@ -1,9 +1,12 @@
 """Turning the reader's segmentation into the core's result and handing it to the results layer.
 
-The segmentation node's voxels become a core :class:`~CaseIteratorCoreLib.segmentation.
-Segmentation` here (the shared label layers are read in place: milliseconds). Writing it (DICOM
-SEG, ``.seg.nrrd``) and sending it belong to the core's results modules (seg_dicom, seg_nrrd,
-result_store, outbox); this module only chooses the formats the batch asks for.
+On the GUI thread the segmentation node's label layers are only copied as they are
+(:func:`snapshot_layers`: milliseconds); a worker pads them onto the image grid, builds the
+DICOM SEG / ``.seg.nrrd`` and writes it (:meth:`ResultSaver.save`), so saving never freezes the
+window. Writing and sending belong to the core's results modules (seg_dicom, seg_nrrd,
+result_store, outbox); this module only chooses the formats the batch asks for. It also finds
+the case's starting point (the reader's newest result, or the pre-segmentation) off the GUI
+thread and says where it came from in a few words.
 """
 
 from __future__ import annotations
@@ -13,14 +16,26 @@ import logging
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from CaseIteratorCoreLib.batch_file import BatchDefinition
+from CaseIteratorCoreLib.draft_store import LabelBlock, PaintedLayers
+from CaseIteratorCoreLib.geometry import Geometry
 from CaseIteratorCoreLib.loading import LoadedCase
-from CaseIteratorCoreLib.segmentation import Segmentation
+from CaseIteratorCoreLib.mrml_segmentation import (
+    ALGORITHM_NAME_TAG,
+    ALGORITHM_TYPE_TAG,
+    BINARY_LABELMAP,
+    TERMINOLOGY_TAG,
+    segment_from_slicer,
+)
+from CaseIteratorCoreLib.segmentation import Segment, Segmentation
 from CaseIteratorCoreLib.sources.base import BatchSource
 
 from .segment_editing import SegmentEditing
@@ -53,18 +68,141 @@ class SaveOutcome:
     painted_voxels: tuple[int, ...]
 
 
-def segmentation_of(editing: SegmentEditing, loaded: LoadedCase) -> Segmentation:
-    """The reader's segments and voxels as a core segmentation on the case's image grid."""
-    geometry = loaded.image.volume.geometry
-    masks = [editing.mask(segment_id, geometry.shape) for segment_id in editing.segment_ids]
-    if not masks:
-        return Segmentation.empty(geometry, editing.segments)
-    return Segmentation.from_masks(masks, geometry, editing.segments)
+def snapshot_layers(editing: SegmentEditing, geometry: Geometry) -> PaintedLayers:
+    """The reader's segments as painted boxes on ``geometry``: a copy safe to hand to a worker.
+
+    GUI thread (it reads the segmentation node). Cheap: each shared label layer's scalars are
+    copied as they are (cropped to the painted extent by the editor), nothing is padded onto the
+    image grid or compared here; that happens in the worker (:meth:`PaintedLayers.
+    to_segmentation`). Segments that overlap live in different layers and stay apart.
+    """
+    node = editing.node
+    segment_ids = editing.segment_ids
+    metas = list(editing.segments)
+    if node is None or not segment_ids:
+        return PaintedLayers(geometry, tuple(metas), (), ())
+    vtk_segmentation = node.GetSegmentation()
+    blocks: list[LabelBlock | None] = []
+    layer_of: dict[str, int] = {}
+    placement: list[tuple[int, int]] = []
+    segments: list[Segment] = []
+    for number, segment_id in enumerate(segment_ids):
+        vtk_segment = vtk_segmentation.GetSegment(segment_id)
+        image = vtk_segment.GetRepresentation(BINARY_LABELMAP)
+        key = image.GetAddressAsString("vtkOrientedImageData") if image is not None else ""
+        if not key or key not in layer_of:
+            layer_of[key or segment_id] = len(blocks)
+            blocks.append(_block_on_grid(image, geometry, vtk_segment.GetName()))
+        layer = layer_of[key or segment_id]
+        placement.append((layer, max(1, int(vtk_segment.GetLabelValue()))))
+        meta = metas[number] if number < len(metas) else None
+        segments.append(
+            segment_from_slicer(
+                vtk_segment.GetName(), vtk_segment.GetColor(), _tags(vtk_segment), meta
+            )
+        )
+    return PaintedLayers(geometry, tuple(segments), tuple(blocks), tuple(placement))
+
+
+def _tags(vtk_segment: Any) -> dict[str, str]:
+    import vtk
+
+    tags: dict[str, str] = {}
+    for key in (TERMINOLOGY_TAG, ALGORITHM_TYPE_TAG, ALGORITHM_NAME_TAG):
+        value = vtk.reference("")
+        if vtk_segment.GetTag(key, value):
+            tags[key] = str(value)
+    return tags
+
+
+def _block_on_grid(image: Any, geometry: Geometry, label: str) -> LabelBlock | None:
+    """A copy of one label layer's scalars with where they sit on ``geometry`` (None if empty)."""
+    if image is None or image.GetPointData().GetScalars() is None:
+        return None
+    import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
+
+    x0, x1, y0, y1, z0, z1 = image.GetExtent()
+    if x1 < x0 or y1 < y0 or z1 < z0:
+        return None
+    matrix = vtk.vtkMatrix4x4()
+    image.GetImageToWorldMatrix(matrix)
+    to_world = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    to_grid = np.linalg.inv(geometry.ijk_to_ras()) @ to_world
+    offset = to_grid[:3, 3]
+    if not np.allclose(to_grid[:3, :3], np.eye(3), atol=1e-4) or not np.allclose(
+        offset, np.round(offset), atol=1e-3
+    ):
+        raise ValueError(f"segment {label!r} is not on the image grid; it cannot be saved as is")
+    shift = np.round(offset).astype(int)
+    values = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
+        z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1
+    )
+    start = np.array([z0 + shift[2], y0 + shift[1], x0 + shift[0]])  # (k, j, i)
+    stop = start + np.array(values.shape)
+    lo = np.maximum(start, 0)
+    hi = np.minimum(stop, np.array(geometry.shape))
+    if np.any(hi <= lo):
+        return None  # painted entirely outside the image
+    part = values[
+        lo[0] - start[0] : hi[0] - start[0],
+        lo[1] - start[1] : hi[1] - start[1],
+        lo[2] - start[2] : hi[2] - start[2],
+    ]
+    if part.dtype.kind != "u":
+        part = part.astype(np.uint16 if part.max(initial=0) > 255 else np.uint8)
+    else:
+        part = part.copy()  # the editor changes its scalars in place while the worker reads
+    return LabelBlock((int(lo[0]), int(lo[1]), int(lo[2])), part)
+
+
+def describe_starting_point(point: Any) -> str:
+    """Where a starting point came from, short: a file name or a server, never a temp path."""
+    from CaseIteratorCoreLib.result_store import ResumeOrigin
+
+    if point.origin is ResumeOrigin.PRESEGMENTATION:
+        return f"starting from the pre-segmentation {point.path.name}"
+    when = ""
+    if point.saved_at is not None:
+        stamp = point.saved_at.astimezone()
+        today = datetime.now().astimezone().date()
+        when = f" of {stamp:%H:%M}" if stamp.date() == today else f" of {stamp:%Y-%m-%d %H:%M}"
+    if point.origin is ResumeOrigin.SERVER:
+        where = point.place.split(" /")[0] if point.place else "the server"
+        if point.series_number is not None:
+            where += f", series {point.series_number}"
+    elif point.origin is ResumeOrigin.DATABASE:
+        where = "the local DICOM database"
+    elif point.origin is ResumeOrigin.OUTBOX:
+        where = f"{point.path.name}, waiting in the outbox"
+    else:
+        where = point.path.name
+    return f"resumed from your save{when} ({where})"
 
 
 def results_layer_available() -> bool:
     """Whether the core's result writers are installed."""
     return all(importlib.util.find_spec(name) is not None for name in RESULT_MODULES)
+
+
+@dataclass(frozen=True, eq=False)
+class StartingPoint:
+    """What a case opens with: the reader's newest result or the batch's pre-segmentation.
+
+    Attributes
+    ----------
+    segmentation
+        Its voxels on the case's grid.
+    description
+        Where it came from, for the banner ("resumed from your save of 14:02 (liver.dcm)").
+    saved_at
+        When the reader saved it (seconds since the epoch); None for a pre-segmentation or
+        when unknown.
+    """
+
+    segmentation: Segmentation
+    description: str
+    saved_at: float | None
 
 
 class ResultSaver:
@@ -88,20 +226,24 @@ class ResultSaver:
         self.reader = reader
         self.source = source
         self._result_store = None
-        self._store_lock = threading.Lock()  # saves (GUI thread) and resume lookups (worker)
-        #: Resume points found in the loader's worker thread, taken on the GUI thread.
-        self._resume: dict[str, tuple[Segmentation, str]] = {}
+        self._store_lock = threading.Lock()  # saves and resume lookups run on worker threads
+        #: Starting points found in the loader's worker thread, taken on the GUI thread.
+        self._resume: dict[str, StartingPoint] = {}
         self._resume_lock = threading.Lock()
+        #: Applied to a found segmentation in the worker (the window orders segments with it).
+        self.arrange: Callable[[Segmentation], Segmentation] | None = None
 
-    def save(self, editing: SegmentEditing, loaded: LoadedCase) -> SaveOutcome:
-        """Save the current segmentation of ``loaded``'s case.
+    def save(self, layers: PaintedLayers, loaded: LoadedCase) -> SaveOutcome:
+        """Save ``layers`` (a snapshot of the reader's segments) as ``loaded``'s result.
+
+        Runs on a worker thread: the full-grid layers, the SEG and the files are made here.
 
         Returns
         -------
         SaveOutcome
             ``written`` is False while the results layer is not installed.
         """
-        segmentation = segmentation_of(editing, loaded)
+        segmentation = layers.to_segmentation()
         counts = segmentation.voxel_counts()
         if not results_layer_available():
             log.info(
@@ -119,7 +261,7 @@ class ResultSaver:
         """
         if not results_layer_available():
             return
-        from CaseIteratorCoreLib.result_store import ResumeLookupError
+        from CaseIteratorCoreLib.result_store import ResumeLookupError, ResumeOrigin
         from CaseIteratorCoreLib.seg_dicom import read_dicom_seg
         from CaseIteratorCoreLib.seg_nrrd import read_seg_nrrd
 
@@ -129,6 +271,8 @@ class ResultSaver:
         except ResumeLookupError as exc:  # server unreachable: the best local copy, said so
             point, note = exc.fallback, f" (the server could not be searched: {exc})"
         if point is None:
+            with self._resume_lock:
+                self._resume.pop(loaded.case.id, None)
             return
         geometry = loaded.image.volume.geometry
         templates = self.batch.segments
@@ -136,11 +280,24 @@ class ResultSaver:
             found = read_dicom_seg(point.path, loaded.image.dicom, geometry, templates=templates)
         else:
             found = read_seg_nrrd(point.path, geometry, templates=templates)
+        if self.arrange is not None:
+            found = self.arrange(found)
+        own = point.origin is not ResumeOrigin.PRESEGMENTATION and point.saved_at is not None
+        starting = StartingPoint(
+            found,
+            describe_starting_point(point) + note,
+            point.saved_at.timestamp() if own else None,
+        )
         with self._resume_lock:
-            self._resume[loaded.case.id] = (found, point.describe() + note)
+            self._resume[loaded.case.id] = starting
 
-    def take_resume(self, case_id: str) -> tuple[Segmentation, str] | None:
-        """The starting segmentation found for ``case_id`` and how to say where it came from."""
+    def peek_resume(self, case_id: str) -> StartingPoint | None:
+        """The starting point found for ``case_id``, left in place (any thread)."""
+        with self._resume_lock:
+            return self._resume.get(case_id)
+
+    def take_resume(self, case_id: str) -> StartingPoint | None:
+        """The starting segmentation found for ``case_id`` and where it came from."""
         with self._resume_lock:
             return self._resume.pop(case_id, None)
 
