@@ -1,0 +1,2 @@
+# Stand-in (see SlicerConfig.cmake beside this file).
+file(APPEND "${CASEITERATOR_FAKE_SLICER_RECORD}" "set(RECORDED_EXTENSION_CPACK ON)\n")
