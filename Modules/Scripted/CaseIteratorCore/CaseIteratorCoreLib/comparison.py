@@ -225,7 +225,7 @@ def compare_case(
                 segments += compare_loaded(reference, other)
             except ValueError as exc:  # a sheared grid
                 problems.append(Problem(ProblemCode.MASK_GEOMETRY_MISMATCH, f"{name}: {exc}"))
-    if reference is not None and not segments and len(loaded) < 2:
+    if reference is not None and not segments and len(loaded) < 2 and not problems:
         problems.append(
             Problem(
                 ProblemCode.MISSING_FILE,

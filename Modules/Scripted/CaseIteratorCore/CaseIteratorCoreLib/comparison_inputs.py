@@ -40,7 +40,7 @@ from .image_files import file_geometry
 from .loading import _fetch_and_read
 from .problems import Problem, ProblemCode, Severity
 from .result_store import same_reader
-from .seg_dicom import SegmentationFileError, dicom_seg_geometry, read_dicom_seg
+from .seg_dicom import SegmentationFileError, dicom_seg_geometry, read_dicom_seg, seg_creator
 from .seg_nrrd import read_seg_nrrd
 from .segmentation import Segmentation
 from .sources.base import BatchSource
@@ -105,7 +105,7 @@ class SegSeriesCandidate:
         description = str(self.header.get("SeriesDescription", "") or "")
         if description:
             text += f"{description!r} "
-        creator = str(self.header.get("ContentCreatorName", "") or "")
+        creator = seg_creator(self.header)
         if creator:
             text += f"by {creator} "
         return text + f"({self.series_uid})"
@@ -265,7 +265,7 @@ class _GridMismatch(Exception):
 def _is_dicom_seg(path: Path) -> bool:
     if path.name.lower().endswith((".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")):
         return False
-    header, _ = read_header(path, tags=["Modality", "SOPClassUID"])
+    header, _ = read_header(path, tags=["Modality", "SOPClassUID", "SeriesInstanceUID"])
     return header is not None and str(header.get("Modality", "")) == "SEG"
 
 
@@ -331,7 +331,8 @@ def read_onto_grid(
     """
     try:
         if _is_dicom_seg(path):
-            return _read_seg(path, grid, info, templates, resample)
+            # A SEG names its own segments; templates would only add empty ones to both sides.
+            return _read_seg(path, grid, info, (), resample)
         return _read_nrrd(path, grid, templates, resample)
     except _GridMismatch as exc:
         raise SegmentationFileError(
