@@ -1,6 +1,8 @@
 """The editing tools: effect buttons, the brush size, per-tool options, Undo and Redo.
 
-It drives :class:`~.segment_editing.SegmentEditing` and follows its changes (tool, undo state).
+It drives :class:`~.segment_editing.SegmentEditing` and follows its changes (tool, undo state,
+brush size changed with Shift+wheel in a view, the active segment's lock). The Threshold
+preview pulses on a QTimer (:mod:`.threshold_preview`); its range starts at Otsu's threshold.
 """
 
 from __future__ import annotations
@@ -9,11 +11,13 @@ from collections.abc import Iterable
 
 from Qt import QtCore, QtGui, QtWidgets
 
-from .segment_editing import EFFECTS, EffectInfo, SegmentEditing
+from .segment_editing import BRUSH_RANGE_MM, EFFECTS, EffectInfo, SegmentEditing
 from .style import icon
+from .threshold_preview import ThresholdPreviewPulse
 
-#: Brush diameters offered by the slider, in millimetres.
-BRUSH_RANGE_MM = (1, 60)
+#: Keys that make the brush smaller / larger (as in many paint programs), and the factor.
+BRUSH_KEYS = ("[", "]")
+BRUSH_STEP = 1.2
 
 _HINTS = {
     "navigate": "Left-drag: window/level · Wheel: slices · Right-drag: zoom · "
@@ -52,6 +56,9 @@ class EditToolsPanel(QtWidgets.QWidget):
         allowed = set(effects) if effects is not None else {e.key for e in EFFECTS}
         allowed.add("navigate")
         self._infos = [e for e in EFFECTS if e.key in allowed]
+        #: The Threshold preview's pulse (replaces trame-slicer's asyncio one).
+        self.threshold_pulse = ThresholdPreviewPulse.install(editing.threshold_effect(), self)
+        self._threshold_case: object | None = None
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(8)
@@ -82,6 +89,11 @@ class EditToolsPanel(QtWidgets.QWidget):
         undo_row.addWidget(self.undo_button)
         undo_row.addWidget(self.redo_button)
         layout.addLayout(undo_row)
+
+        self.lock_hint = _hint("")
+        self.lock_hint.setObjectName("lockHint")
+        self.lock_hint.hide()
+        layout.addWidget(self.lock_hint)
 
         self.options = QtWidgets.QStackedWidget()
         self._pages: dict[str, QtWidgets.QWidget] = {}
@@ -132,9 +144,12 @@ class EditToolsPanel(QtWidgets.QWidget):
         row.addWidget(self.brush_label, 1)
         layout.addLayout(row)
         self.brush_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
-        self.brush_slider.setRange(*BRUSH_RANGE_MM)
+        self.brush_slider.setRange(*(round(v) for v in BRUSH_RANGE_MM))
         self.brush_slider.setValue(round(self._editing.brush_mm))
-        self.brush_slider.setToolTip("Brush diameter in millimetres (Shift+wheel in a view)")
+        self.brush_slider.setToolTip(
+            "Brush diameter in millimetres\n"
+            f"Shift+wheel in a view, or {BRUSH_KEYS[0]} and {BRUSH_KEYS[1]}: smaller / larger"
+        )
         self.brush_slider.valueChanged.connect(self._on_brush_changed)
         layout.addWidget(self.brush_slider)
         self.sphere_brush = QtWidgets.QCheckBox("Sphere brush (also paints nearby slices)")
@@ -148,25 +163,43 @@ class EditToolsPanel(QtWidgets.QWidget):
         page = QtWidgets.QWidget()
         layout = QtWidgets.QGridLayout(page)
         layout.setContentsMargins(0, 4, 0, 0)
+        layout.setHorizontalSpacing(8)
+        layout.setVerticalSpacing(6)
         self.threshold_min = QtWidgets.QDoubleSpinBox()
         self.threshold_max = QtWidgets.QDoubleSpinBox()
-        for box, value in ((self.threshold_min, 100.0), (self.threshold_max, 3000.0)):
+        self.threshold_low_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        self.threshold_high_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
+        pairs = (
+            (self.threshold_min, self.threshold_low_slider, 100.0, "Lowest value filled"),
+            (self.threshold_max, self.threshold_high_slider, 3000.0, "Highest value filled"),
+        )
+        for row, (box, slider, value, tip) in enumerate(pairs):
             box.setRange(-100000.0, 100000.0)
             box.setDecimals(0)
             box.setValue(value)
+            box.setToolTip(tip)
+            box.setKeyboardTracking(False)
             box.valueChanged.connect(self._on_threshold_changed)
-        layout.addWidget(QtWidgets.QLabel("From"), 0, 0)
-        layout.addWidget(self.threshold_min, 0, 1)
-        layout.addWidget(QtWidgets.QLabel("to"), 0, 2)
-        layout.addWidget(self.threshold_max, 0, 3)
-        auto = QtWidgets.QPushButton("Auto")
-        auto.setToolTip("Otsu's threshold of the image")
+            slider.setRange(-1024, 3071)
+            slider.setToolTip(tip)
+            slider.valueChanged.connect(self._on_threshold_slider)
+            layout.addWidget(QtWidgets.QLabel(("From", "To")[row]), row, 0)
+            layout.addWidget(slider, row, 1)
+            layout.addWidget(box, row, 2)
+        auto = QtWidgets.QPushButton("Otsu")
+        auto.setToolTip("Start from Otsu's threshold of the image (the default)")
         auto.clicked.connect(self._on_threshold_auto)
+        self.threshold_auto_button = auto
         self.threshold_apply_button = QtWidgets.QPushButton("Apply")
         self.threshold_apply_button.setProperty("primary", True)
+        self.threshold_apply_button.setToolTip("Fill the pulsing voxels into the segment")
         self.threshold_apply_button.clicked.connect(self._on_threshold_apply)
-        layout.addWidget(auto, 1, 0, 1, 2)
-        layout.addWidget(self.threshold_apply_button, 1, 2, 1, 2)
+        buttons = QtWidgets.QHBoxLayout()
+        buttons.setSpacing(6)
+        buttons.addWidget(auto)
+        buttons.addWidget(self.threshold_apply_button)
+        layout.addLayout(buttons, 2, 0, 1, 3)
+        layout.setColumnStretch(1, 1)
         return page
 
     def _islands_page(self) -> QtWidgets.QWidget:
@@ -216,7 +249,7 @@ class EditToolsPanel(QtWidgets.QWidget):
             return
         self._editing.set_effect(key)
         if key == "threshold":
-            self._on_threshold_changed()
+            self._prepare_threshold()
 
     def refresh(self) -> None:
         """Follow the editing state: checked tool, its options, undo/redo availability."""
@@ -231,6 +264,25 @@ class EditToolsPanel(QtWidgets.QWidget):
         self.options.setCurrentWidget(self._pages.get(page, self._pages["navigate"]))
         self.undo_button.setEnabled(self._editing.can_undo())
         self.redo_button.setEnabled(self._editing.can_redo())
+        if self.brush_slider.value() != round(self._editing.brush_mm):
+            blocked = self.brush_slider.blockSignals(True)
+            self.brush_slider.setValue(round(self._editing.brush_mm))
+            self.brush_slider.blockSignals(blocked)
+        self.brush_label.setText(f"{self._editing.brush_mm:.0f} mm")
+        self._show_lock_hint()
+
+    def _show_lock_hint(self) -> None:
+        editing = self._editing
+        index = editing.active_index
+        locked = editing.node is not None and index >= 0 and editing.is_locked(index)
+        if locked and editing.effect != "navigate":
+            name = editing.segments[index].name
+            self.lock_hint.setText(f"“{name}” is locked: unlock it in the list to edit it.")
+        self.lock_hint.setVisible(locked and editing.effect != "navigate")
+
+    def change_brush(self, steps: int) -> None:
+        """Make the brush larger (``steps`` > 0) or smaller by :data:`BRUSH_STEP` per step."""
+        self._editing.set_brush_mm(self._editing.brush_mm * BRUSH_STEP**steps)
 
     def _on_brush_changed(self, value: int) -> None:
         self.brush_label.setText(f"{value} mm")
@@ -240,23 +292,58 @@ class EditToolsPanel(QtWidgets.QWidget):
         effect = self._editing.active_effect()
         return effect if self._editing.effect == "threshold" else None
 
+    def _prepare_threshold(self) -> None:
+        """Fit the sliders to the image; a new case starts from Otsu's threshold."""
+        if self._editing.node is None:
+            return
+        if self._threshold_case is not self._editing.node:
+            self._threshold_case = self._editing.node
+            low, high = self._editing.image_range()
+            for slider in (self.threshold_low_slider, self.threshold_high_slider):
+                blocked = slider.blockSignals(True)
+                slider.setRange(int(low), int(high) if high > low else int(low) + 1)
+                slider.blockSignals(blocked)
+            for box in (self.threshold_min, self.threshold_max):
+                box.setRange(low, high if high > low else low + 1)
+            self._on_threshold_auto()
+        else:
+            self._on_threshold_changed()
+
+    def _on_threshold_slider(self, *_: object) -> None:
+        low, high = self.threshold_low_slider.value(), self.threshold_high_slider.value()
+        if self.sender() is self.threshold_low_slider and low > high:
+            self.threshold_high_slider.setValue(low)
+        elif self.sender() is self.threshold_high_slider and high < low:
+            self.threshold_low_slider.setValue(high)
+        self._set_threshold_boxes(
+            self.threshold_low_slider.value(), self.threshold_high_slider.value()
+        )
+        self._on_threshold_changed()
+
+    def _set_threshold_boxes(self, low: float, high: float) -> None:
+        for box, value in ((self.threshold_min, low), (self.threshold_max, high)):
+            blocked = box.blockSignals(True)
+            box.setValue(value)
+            box.blockSignals(blocked)
+
     def _on_threshold_changed(self, *_: object) -> None:
+        low, high = self.threshold_min.value(), self.threshold_max.value()
+        for slider, value in ((self.threshold_low_slider, low), (self.threshold_high_slider, high)):
+            blocked = slider.blockSignals(True)
+            slider.setValue(round(value))
+            slider.blockSignals(blocked)
         effect = self._threshold_effect()
         if effect is not None:
-            effect.set_threshold_min_max_values(
-                (self.threshold_min.value(), self.threshold_max.value())
-            )
+            effect.set_threshold_min_max_values((low, high))
+            self.threshold_pulse.restart()
 
     def _on_threshold_auto(self) -> None:
         effect = self._threshold_effect()
         if effect is None:
             return
-        effect.auto_threshold()
-        low, high = effect.get_threshold_min_max_values()
-        for box, value in ((self.threshold_min, low), (self.threshold_max, high)):
-            blocked = box.blockSignals(True)
-            box.setValue(value)
-            box.blockSignals(blocked)
+        effect.auto_threshold()  # Otsu, from the threshold to the image's maximum
+        self._set_threshold_boxes(*effect.get_threshold_min_max_values())
+        self._on_threshold_changed()
 
     def _on_threshold_apply(self) -> None:
         effect = self._threshold_effect()
@@ -298,3 +385,6 @@ def register_tool_shortcuts(window: QtWidgets.QWidget, panel: EditToolsPanel) ->
     for key, shortcut in panel.shortcuts():
         action = QtGui.QShortcut(QtGui.QKeySequence(shortcut), window)
         action.activated.connect(lambda k=key: panel.choose(k))
+    for steps, keys in zip((-1, 1), BRUSH_KEYS, strict=True):
+        action = QtGui.QShortcut(QtGui.QKeySequence(keys), window)
+        action.activated.connect(lambda s=steps: panel.change_brush(s))

@@ -281,7 +281,10 @@ class SliceViewWidget(QtWidgets.QWidget):
 
     def wheelEvent(self, event: QtGui.QWheelEvent) -> None:
         # Touchpads send small deltas: one VTK wheel event per notch (120) accumulated.
-        self._wheel_remainder += event.angleDelta().y()
+        delta = event.angleDelta()
+        shift = bool(event.modifiers() & QtCore.Qt.KeyboardModifier.ShiftModifier)
+        # Some platforms turn Shift+wheel into a horizontal wheel; Shift+wheel sizes the brush.
+        self._wheel_remainder += delta.y() if delta.y() or not shift else delta.x()
         interactor = self._set_mouse_info(event)
         while abs(self._wheel_remainder) >= 120:
             if self._wheel_remainder > 0:
