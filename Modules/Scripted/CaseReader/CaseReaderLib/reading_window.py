@@ -449,6 +449,10 @@ class ReadingWindow(QtWidgets.QMainWindow):
             self.navigation.set_status(f"Saved {case.name}{where} · {voxels} voxels segmented")
         self.case_saved.emit(case.id, True)
 
+    def set_autosave_delay(self, seconds: float) -> None:
+        """Seconds from an edit to its draft (site settings, tests)."""
+        self._autosave.setInterval(int(seconds * 1000))
+
     def wait_for_saves(self) -> None:
         """Block until every save and draft in flight is written and its outcome shown."""
         self.disk.wait()
