@@ -102,6 +102,43 @@ def _install_excepthook() -> None:
     sys.excepthook = hook
 
 
+def site_prefetch(settings: Any, batch_prefetch: Any) -> Any:
+    """The batch's ``[prefetch]`` with what the site's ``[prefetch]`` table fixes.
+
+    Raises
+    ------
+    SiteSettingsError
+        On an unknown key or a value out of range, naming the file and the key.
+    """
+    from dataclasses import replace
+
+    from CaseIteratorCoreLib.errors import SiteSettingsError
+
+    table = settings.tables.get("prefetch", {})
+    path = settings.files[0] if settings.files else Path("site.toml")
+    if not isinstance(table, dict):
+        raise SiteSettingsError(path, "[prefetch] must be a table.", key="prefetch")
+    limits = {"depth": (0, 32), "max_memory_mb": (64, 1 << 20)}
+    values = {}
+    for key, value in table.items():
+        if key not in limits:
+            raise SiteSettingsError(
+                path,
+                f"unknown key {key!r} in [prefetch].",
+                key=f"prefetch.{key}",
+                fix="allowed keys: depth, max_memory_mb.",
+            )
+        low, high = limits[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise SiteSettingsError(
+                path,
+                f"{key} must be a whole number from {low} to {high}, got {value!r}.",
+                key=f"prefetch.{key}",
+            )
+        values[key] = value
+    return replace(batch_prefetch, **values)
+
+
 def choose_reader(options: AppOptions, station: Any, known: list[str]) -> str | None:
     """The reader: ``--reader``, ``$CASEITERATOR_READER``, the station's, else asked."""
     if options.reader:
@@ -177,7 +214,11 @@ def run_app(options: AppOptions) -> int:
     splash.show_centered()
 
     try:
-        station = station_settings(load_site_settings())
+        site = load_site_settings()
+        station = station_settings(site)
+        from CaseIteratorCoreLib.batch_file import PrefetchSpec
+
+        site_prefetch(site, PrefetchSpec())  # a wrong [prefetch] is said now, not per batch
         from CaseIteratorCoreLib.progress_store import ProgressStore
 
         store = ProgressStore()
@@ -225,6 +266,7 @@ def run_app(options: AppOptions) -> int:
                 effects=station.effects,
                 kiosk=kiosk,
                 allowed_folders=station.allowed_folders,
+                prefetch=site_prefetch(site, batch.prefetch),
             )
             if kiosk:
                 window.showFullScreen()
@@ -233,7 +275,8 @@ def run_app(options: AppOptions) -> int:
             # close(), not hide(): a hidden splash would keep the application from quitting
             # when the reading window closes.
             splash.close()
-            window.start()
+            # Unsaved edits left by a crash (or kill -9) are offered first.
+            window.start(offer_recovery=True)
             code = int(app.exec())
             source.close()
             previous, batch_path = batch_path, window.requested_batch
