@@ -27,6 +27,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import re
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -521,6 +522,7 @@ class DicomWebSearch(DicomSearch):
     def __init__(self, server: ServerSettings) -> None:
         self.server = server
         self._client: Any = None
+        self._client_lock = threading.Lock()  # worker threads search at once
 
     @property
     def name(self) -> str:
@@ -532,14 +534,16 @@ class DicomWebSearch(DicomSearch):
     @property
     def client(self) -> Any:
         """The server's ``DICOMwebClient`` (made on first use)."""
-        if self._client is None:
-            self._client = open_client(self.server)
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                self._client = open_client(self.server)
+            return self._client
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client._session.close()
-            self._client = None
+        with self._client_lock:
+            if self._client is not None:
+                self._client._session.close()
+                self._client = None
 
     def _search(self, what: str, call: Any, *args: Any, **kwargs: Any) -> list[Dataset]:
         with server_errors(self.server, what):
