@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from CaseIteratorApp.cli import main
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.comparison import ComparisonJob, compare_case, iter_comparisons
+from CaseIteratorCoreLib.dicom_database import LocalDicomDatabase
 from CaseIteratorCoreLib.errors import BatchDefinitionError, OperationCancelled
 from CaseIteratorCoreLib.image_files import read_dicom_files
 from CaseIteratorCoreLib.problems import ProblemCode
@@ -26,6 +27,7 @@ from CaseIteratorCoreLib.sources import open_source
 from CaseIteratorCoreLib.terminology import Code
 
 from series_factory import write_series
+from slicer_dicom_db import build_slicer_database
 
 SPACING = (0.8, 0.8, 2.0)
 SHAPE = (20, 40, 40)  # k, j i
@@ -365,3 +367,33 @@ def test_compare_measures_five_cases(tmp_path: Path, capsys) -> None:
                 f"{elapsed:.2f} s total, per case {min(per_case):.2f}-{max(per_case):.2f} s"
             )
         assert len(report["cases"]) == 5 and all(c["ok"] for c in report["cases"])
+
+
+@pytest.mark.parametrize("kind", ["dicom-db", "slicer-db"])
+def test_database_batches_find_seg_series_in_the_database(tmp_path: Path, kind: str) -> None:
+    data = tmp_path / "dicom"
+    geometry, info = dicom_case(data, "p1")
+    truth = np.zeros(geometry.shape, dtype=bool)
+    truth[2:10, 5:15, 4:12] = True
+    write_seg(data / "p1", geometry, info, [truth], reader="alice", number=100)
+    write_seg(data / "p1", geometry, info, [np.roll(truth, 2, axis=1)], reader="bob", number=101)
+    db = tmp_path / "db"
+    if kind == "dicom-db":
+        with LocalDicomDatabase(db) as database:
+            database.import_paths(data)
+    else:
+        build_slicer_database(db, sorted(data.rglob("*.dcm")))
+    batch = tmp_path / "batch.toml"
+    batch.write_text(
+        f'[source]\ntype = "{kind}"\npath = "db"\n[compare]\n'
+        '[[compare.series]]\nname = "Alice"\nreader = "alice"\n'
+        '[[compare.series]]\nname = "Bob"\nreader = "bob"\n'
+    )
+    definition = load_batch(batch)
+    with open_source(definition) as source:
+        (result,) = list(iter_comparisons(source, definition.compare))
+    assert result.ok and result.problems == ()
+    (liver,) = result.segments
+    assert (liver.reference, liver.other) == ("Alice", "Bob")
+    assert liver.metrics.dice == pytest.approx(2 * 8 / 20)  # 10 rows shifted by 2
+    assert liver.metrics.hd_max_mm == pytest.approx(2 * 0.8, abs=1e-5)  # rows are 0.8 mm

@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,9 @@ SUMMARY_METRICS: tuple[tuple[str, str], ...] = (
     ("msd_mm", "high"),
     ("volume_diff_ml", "abs"),
 )
+
+#: Source types whose connection is not shared between threads (see :func:`iter_comparisons`).
+SHARED_CONNECTION_SOURCES = ("dicomweb", "dicom-db", "slicer-db")
 
 #: Columns of the CSV, one row per case, compared segmentation and segment.
 CSV_COLUMNS = (
@@ -165,7 +169,7 @@ def compare_case(
     *,
     templates: Sequence[SegmentTemplate] = (),
     cancel: CancelToken | None = None,
-    source_lock: threading.Lock | None = None,
+    source_lock: AbstractContextManager[Any] | None = None,
 ) -> CaseComparison:
     """Compare the segmentations ``spec`` names for ``case`` with its reference.
 
@@ -191,7 +195,7 @@ def compare_case(
         Never raises for a bad case: problems are in the result.
     """
     started = time.perf_counter()
-    lock = source_lock or threading.Lock()
+    lock = source_lock or nullcontext()
     problems = list(case.problems)
     if has_errors(problems):
         return CaseComparison(case, problems=tuple(problems))
@@ -264,8 +268,9 @@ def iter_comparisons(
     Parameters
     ----------
     source
-        The batch's source; its use is serialised (one worker at a time reads through it),
-        the metrics are computed in parallel.
+        The batch's source; sources holding a connection (:data:`SHARED_CONNECTION_SOURCES`)
+        are used by one worker at a time, files are read in parallel; the metrics are always
+        computed in parallel.
     spec
         The batch's ``[compare]`` table.
     cases
@@ -280,7 +285,11 @@ def iter_comparisons(
     """
     listed = source.iter_cases(cancel=cancel) if cases is None else iter(cases)
     total = _count(source) if cases is None else len(cases) if isinstance(cases, Sequence) else None
-    lock = threading.Lock()
+    # Sources holding a connection (SQLite, HTTP session) are used by one worker at a time;
+    # files (CSV cells, a scanned DICOM folder) are read in parallel.
+    lock: AbstractContextManager[Any] = (
+        threading.Lock() if source.type in SHARED_CONNECTION_SOURCES else nullcontext()
+    )
     pending: deque[tuple[Case, Future[CaseComparison]]] = deque()
     done = 0
 
