@@ -7,12 +7,14 @@ same search/retrieve API as the web client), with three things that client does 
 Crash safety
     ``DICOMfileClient.store_instances`` inserts the index rows, then writes each file with a
     plain ``open(..., "wb")``: a kill in between leaves the index naming a missing or
-    half-written file, which would load as a series with a damaged slice. Here each file is
-    written first, atomically (:func:`.atomic_files.replace_file`: temporary file in the
-    same folder, fsync, ``os.replace``), and only then are the client's index rows inserted, in one
-    transaction with the file's size in a table of our own (``caseiterator_files``). The rows
-    are built with the client's own helpers (:func:`_encode`), so its searches and frame
-    retrieval work unchanged. A kill therefore leaves at worst an unindexed file, overwritten
+    half-written file, which would load as a series with a damaged slice. Here the files of
+    a batch are written first, atomically (temporary files in the same folder, each fsynced,
+    ``os.replace``, the folders fsynced), and only then are the client's index rows inserted,
+    in one transaction with each file's size in a table of our own (``caseiterator_files``).
+    The rows are built with the client's own helpers (:func:`_encode`, :func:`_index_received`),
+    so its searches and frame retrieval work unchanged. Files received from a server
+    (:meth:`LocalDicomDatabase.store_files`) are stored byte for byte, not decoded and encoded
+    again. A kill therefore leaves at worst an unindexed file, overwritten
     when the instance is stored again. Every read of the index
     (:meth:`LocalDicomDatabase.series_files`, :meth:`~LocalDicomDatabase.instance_uids`,
     :meth:`~LocalDicomDatabase.series_summaries`, and the "already stored?" check) also keeps
@@ -35,8 +37,9 @@ The client's database manager and table layout are private API: dicomweb-client 
 ``delete_instance`` does not remove the index rows (it passes a string to ``executemany``),
 hence :meth:`LocalDicomDatabase.remove_series` deletes them itself.
 
-Store instances with :meth:`LocalDicomDatabase.store_datasets`, never with
-``client.store_instances`` (that path is not crash-safe).
+Store instances with :meth:`LocalDicomDatabase.store_datasets` or
+:meth:`~LocalDicomDatabase.store_files`, never with ``client.store_instances`` (that path is
+not crash-safe).
 """
 
 from __future__ import annotations
@@ -45,11 +48,13 @@ import contextlib
 import io
 import os
 import re
+import secrets
 import shutil
 import sqlite3
+import struct
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,11 +64,13 @@ import numpy as np
 import pydicom
 import pydicom.uid
 from dicomweb_client import DICOMfileClient
-from dicomweb_client.file import _get_frame_offsets
+from dicomweb_client.file import _get_frame_offsets, _QueryResourceType
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 
-from .atomic_files import PARTIAL_SUFFIX, fsync_folder, replace_file
+from .atomic_files import PARTIAL_SUFFIX, fsync_folder
 from .cases import SkippedItem
 from .dicom_files import SCAN_TAGS, header_int, read_full, read_header
 from .errors import CaseIteratorError
@@ -599,13 +606,21 @@ class LocalDicomDatabase:
                 failed.append((ds, f"cannot be encoded ({type(exc).__name__}: {first_line})"))
         if not encoded:
             return 0, failed
+        self._write_and_index(client, encoded)
+        return len(encoded), failed
+
+    def _write_and_index(self, client: DICOMfileClient, encoded: list[_Encoded]) -> None:
+        """Write a batch of files durably, then index them in one transaction.
+
+        All files of the batch are written first, then each is fsynced (the kernel writes
+        them back together instead of one round trip per file), renamed into place, and the
+        folders synced: only then do the index rows name them (see the module notes).
+        """
         with self._write_lock:
-            folders: set[Path] = set()
-            for item in encoded:
-                path = self.folder / item.rel_path
-                replace_file(path, item.content, sync_folder=False)
-                folders.add(path.parent)
-            for folder in folders:
+            placed = _write_files_synced(
+                [(self.folder / item.rel_path, item.content) for item in encoded]
+            )
+            for folder in {path.parent for path in placed}:
                 fsync_folder(folder)  # make the renames durable before the index names them
             rows = {
                 "studies": {e.study[0]: e.study for e in encoded},
@@ -626,7 +641,87 @@ class LocalDicomDatabase:
                     f"INSERT OR REPLACE INTO {_SERIES_TABLE} VALUES (?, ?, ?, ?)",
                     {e.key[:2]: (*e.key[:2], *e.descriptions) for e in encoded}.values(),
                 )
-        return len(encoded), failed
+
+    def store_files(self, contents: Iterable[bytes], *, only: Collection[str] | None = None) -> int:
+        """Store instances received as DICOM files (WADO-RS parts, say), byte for byte.
+
+        A DICOM file (preamble, ``DICM``, file meta, little endian) is written as received:
+        only its header up to the pixel data is read, for the index, and the pixel data is
+        checked against the image size, so nothing is decoded or encoded again. Anything else
+        (no file meta, big endian) is decoded and stored as :meth:`store_datasets` does.
+        Files are written in batches, atomically and synced before they are indexed.
+
+        Parameters
+        ----------
+        contents
+            The files' bytes; taken in batches, so a generator keeps memory bounded.
+        only
+            SOPInstanceUIDs to store; other instances are skipped (None: all).
+
+        Returns
+        -------
+        int
+            The number of instances newly stored (those already stored are skipped).
+
+        Raises
+        ------
+        DicomDatabaseError
+            When the database is read-only, or an instance cannot be stored (not DICOM, no
+            UIDs, truncated pixel data); the instances before it are stored.
+        """
+        self._check_writable("store instances")
+        client = self.client
+        manager = client._db_manager
+        stored = 0
+        batch: list[_Encoded] = []
+        keys: set[InstanceKey] = set()
+        size = 0
+        series_rows: dict[tuple[str, str], tuple[tuple, ...]] = {}
+        for content in contents:
+            try:
+                item = _index_received(manager, content, series_rows)
+                if item is None:  # not a plain DICOM file: decode it and encode it again
+                    item = _encode_checked(manager, pydicom.dcmread(io.BytesIO(content), force=True))
+            except Exception as exc:  # pydicom raises many types for damaged data
+                if batch:
+                    self._write_and_index(client, batch)
+                    stored += len(batch)
+                first_line = (str(exc).splitlines() or [""])[0]
+                raise DicomDatabaseError(
+                    self.folder,
+                    f"a received instance cannot be stored ({type(exc).__name__}: {first_line}).",
+                    fix="retrieve the series again; if it stays broken, report it to the PACS "
+                    "administrator.",
+                ) from None
+            if only is not None and item.key[2] not in only:
+                continue
+            if item.key in keys or self._is_present(item.key):
+                continue
+            keys.add(item.key)
+            batch.append(item)
+            size += len(item.content)
+            if len(batch) >= _BATCH_COUNT or size >= _BATCH_BYTES:
+                self._write_and_index(client, batch)
+                stored += len(batch)
+                batch, keys, size = [], set(), 0
+        if batch:
+            self._write_and_index(client, batch)
+            stored += len(batch)
+        return stored
+
+    def release_thread(self) -> None:
+        """Close the calling thread's index connection (a worker thread about to end).
+
+        The next use from this thread opens a new one.
+        """
+        client = getattr(self._local, "client", None)
+        if client is None:
+            return
+        del self._local.client
+        with self._clients_guard:
+            self._clients = [(i, r) for i, r in self._clients if r() is not client]
+        with contextlib.suppress(sqlite3.Error):
+            self._connection(client).close()
 
     def import_paths(
         self,
@@ -834,6 +929,152 @@ def _encode(manager: Any, ds: Dataset) -> _Encoded:
         ),
         descriptions=(str(ds.get("SeriesDescription", "")), str(ds.get("StudyDescription", ""))),
     )
+
+
+def _encode_checked(manager: Any, ds: Dataset) -> _Encoded:
+    """:func:`_encode` after the checks :meth:`LocalDicomDatabase.store_datasets` makes."""
+    key, reason = _instance_key(ds)
+    reason = reason or _unstorable_reason(ds)
+    if key is None or reason:
+        raise ValueError(f"instance {ds.get('SOPInstanceUID', '(no SOPInstanceUID)')}: {reason}")
+    return _encode(manager, ds)
+
+
+def _index_received(
+    manager: Any, content: bytes, series_rows: dict[tuple[str, str], tuple[tuple, ...]]
+) -> _Encoded | None:
+    """Index rows of a received DICOM file, reading only the header before its pixel data.
+
+    Returns None when ``content`` is not a little-endian DICOM file with file meta (the caller
+    decodes and encodes it then). ``series_rows`` caches the study and series rows and the
+    descriptions by series: they are the same for every instance of a series, and converting
+    their text values (character sets, person names) is most of the cost of a header.
+
+    Raises
+    ------
+    ValueError
+        When the instance has no UIDs or SOP class, or its pixel data is cut short.
+    """
+    if len(content) < 132 or content[128:132] != b"DICM":
+        return None
+    buffer = io.BytesIO(content)
+    ds = pydicom.dcmread(buffer, stop_before_pixels=True)
+    syntax = ds.file_meta.get("TransferSyntaxUID") if ds.file_meta is not None else None
+    if not syntax or not pydicom.uid.UID(syntax).is_little_endian:
+        return None
+    syntax = pydicom.uid.UID(syntax)
+    row = {keyword: _header_value(manager, ds, keyword) for keyword in _instance_keywords(manager)}
+    uids = []
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = str(row[keyword] or "").strip()
+        if not value:
+            raise ValueError(f"DICOM file without {keyword}")
+        if not _SAFE_UID.match(value):
+            raise ValueError(f"{keyword} {value!r} is not a valid UID")
+        uids.append(value)
+    study, series, sop = uids
+    if not row["SOPClassUID"]:
+        raise ValueError(f"instance {sop} has no SOPClassUID")
+    first_frame, frame_offsets = -1, np.zeros((0,), dtype=np.uint32)
+    at = buffer.tell()  # stop_before_pixels leaves the file at the pixel data's tag
+    if len(content) >= at + 8 and Tag(*struct.unpack_from("<HH", content, at)) in _PIXEL_DATA_TAGS:
+        header = 8 if syntax.is_implicit_VR else 12
+        if len(content) < at + header:
+            raise ValueError(f"instance {sop}: the pixel data is cut short")
+        frames = _as_int(row["NumberOfFrames"], 1)
+        pixels = _as_int(row["Rows"], 0) * _as_int(row["Columns"], 0)
+        pixels *= _as_int(row["SamplesPerPixel"], 1)
+        bits = _as_int(row["BitsAllocated"], 0)
+        (length,) = struct.unpack_from("<I", content, at + header - 4)
+        if not syntax.is_compressed and length != 0xFFFFFFFF:
+            expected = (frames * pixels * bits + 7) // 8
+            actual = min(length, len(content) - at - header)
+            if expected and actual < expected:
+                raise ValueError(
+                    f"instance {sop}: pixel data is truncated ({actual} of {expected} bytes)"
+                )
+        buffer.seek(at)
+        first_frame, frame_offsets = _get_frame_offsets(
+            manager._get_file_pointer(buffer, transfer_syntax_uid=syntax),
+            number_of_frames=frames,
+            number_of_pixels_per_frame=pixels,
+            transfer_syntax_uid=syntax,
+            bits_allocated=bits,
+        )
+    cached = series_rows.get((study, series))
+    if cached is None:
+        cached = (
+            tuple(manager._extract_study_metadata(ds)),
+            tuple(manager._extract_series_metadata(ds)),
+            (str(ds.get("SeriesDescription", "")), str(ds.get("StudyDescription", ""))),
+        )
+        series_rows[(study, series)] = cached
+    rel_path = f"{STORE_ROOT}/{study}/series/{series}/instances/{sop}"
+    return _Encoded(
+        key=(study, series, sop),
+        content=content,
+        rel_path=rel_path,
+        study=cached[0],
+        series=cached[1],
+        instance=(*row.values(), str(syntax), rel_path, first_frame, frame_offsets),
+        descriptions=cached[2],
+    )
+
+
+def _instance_keywords(manager: Any) -> list[str]:
+    """The keywords of the client's ``instances`` row (``_extract_instance_metadata``)."""
+    return manager._attributes[_QueryResourceType.INSTANCES]
+
+
+def _header_value(manager: Any, ds: Dataset, keyword: str) -> str | int | None:
+    """``manager._get_data_element_value(ds, keyword)``, without pydicom's value conversion
+    for the plain binary, integer-string and ASCII values of an instance row (most of the
+    cost of indexing a received file); anything else goes through the client."""
+    elem = ds.get_item(keyword)
+    if isinstance(elem, RawDataElement) and elem.value:
+        vr = elem.VR or dictionary_VR(elem.tag)
+        raw = elem.value
+        fmt = _BINARY_INTS.get(vr)
+        if fmt is not None and len(raw) == struct.calcsize(fmt):
+            return struct.unpack(fmt, raw)[0]
+        if vr in ("UI", "CS", "IS") and b"\\" not in raw and raw.isascii():
+            text = raw.decode("ascii").strip(" \0")
+            if text and vr != "IS":
+                return text
+            if text.lstrip("+-").isdigit():
+                return int(text)
+    return manager._get_data_element_value(ds, keyword)
+
+
+_BINARY_INTS = {"US": "<H", "SS": "<h", "UL": "<I", "SL": "<i"}
+
+
+def _write_files_synced(files: list[tuple[Path, bytes]]) -> list[Path]:
+    """Write each (target, content) to a temporary file beside it, fsync them all, then rename
+    each into place; returns the targets. On any failure no temporary file is left behind
+    (targets renamed before it stay: they are complete, and not indexed yet)."""
+    temps: list[tuple[Path, Path]] = []
+    handles = []
+    try:
+        for target, content in files:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = target.with_name(f".{target.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+            handle = open(temp, "xb")  # noqa: SIM115 - closed below, after the fsync
+            temps.append((temp, target))
+            handles.append(handle)
+            handle.write(content)
+        for handle in handles:
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
+        for temp, target in temps:
+            os.replace(temp, target)
+    finally:
+        for handle in handles:
+            handle.close()
+        for temp, _ in temps:
+            temp.unlink(missing_ok=True)
+    return [target for _, target in temps]
 
 
 def _complete(path: Path, size: int | None) -> bool:

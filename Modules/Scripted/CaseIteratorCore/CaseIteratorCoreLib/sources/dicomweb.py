@@ -32,10 +32,12 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from ..background_store import BackgroundStore
 from ..batch_file import BatchDefinition, SourceSpec
 from ..cases import Case, DicomSeriesRef, ImageRef
 from ..dicomweb_connection import ServerError, ServerUnreachable, open_client, server_errors
 from ..errors import BatchDefinitionError
+from ..multipart_reader import CHUNK_BYTES, MultipartError, boundary_of, iter_parts
 from ..series_selection import SeriesRule, SeriesSummary
 from ..server_settings import SERVER_KEYS, ServerSettings, refuse_clear_secrets
 from ..site_settings import load_site_settings
@@ -54,8 +56,10 @@ QUERY_KEYS = (
 )
 _STUDY_FIELDS = ["PatientID", "PatientName", "StudyDate", "StudyDescription", "AccessionNumber"]
 _SERIES_FIELDS = ["Modality", "SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"]
-#: Instances stored in the cache per write while streaming a series.
-_STORE_BATCH = 16
+#: What a series retrieval asks for: DICOM files, in whatever transfer syntax the server has.
+_WADO_ACCEPT = 'multipart/related; type="application/dicom"'
+#: Received instances between two progress reports.
+_PROGRESS_EVERY = 16
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -322,26 +326,39 @@ class DicomWebSource(BatchSource):
         progress: ProgressCallback,
         cancel: CancelToken | None,
     ) -> None:
+        """Stream the series (WADO-RS) into the cache; keeps what arrived when it stops.
+
+        The response is read part by part on this thread through the server's session (its
+        auth, TLS, timeouts and retries) and each part, a DICOM file, is stored as received
+        by a writer thread (:class:`~..background_store.BackgroundStore`): the download never
+        waits for the disk, and nothing is decoded or encoded again.
+        """
         done = total - len(missing)
         progress(done, total, f"retrieving series {series}")
-        batch: list[Dataset] = []
         operation = f"retrieving series {series} (WADO-RS)"
+        url = f"{self.client.base_url}/studies/{study}/series/{series}"
         with server_errors(self.server, operation):
-            stream = self.client.iter_series(study, series)
-            try:
-                for ds in stream:
-                    check_cancel(cancel)
-                    if str(ds.SOPInstanceUID) not in missing:
-                        continue
-                    batch.append(ds)
-                    if len(batch) >= _STORE_BATCH:
-                        done += self.cache.store_datasets(batch)
-                        batch = []
-                        progress(done, total, f"retrieving series {series}")
-            finally:
-                if batch:  # keep what arrived: a retry after a cut fetches only the rest
-                    self.cache.store_datasets(batch)
-                stream.close()
+            response = self.client._session.get(
+                url, headers={"Accept": _WADO_ACCEPT}, stream=True, timeout=self.server.timeout_s
+            )
+            with response:
+                response.raise_for_status()
+                try:
+                    boundary = boundary_of(response.headers.get("Content-Type", ""))
+                    parts = iter_parts(response.iter_content(CHUNK_BYTES), boundary)
+                    with BackgroundStore(self.cache, only=missing) as store:
+                        for number, part in enumerate(parts, start=1):
+                            check_cancel(cancel)
+                            store.put(part)
+                            del part
+                            if number % _PROGRESS_EVERY == 0:
+                                progress(done + store.stored, total, f"retrieving series {series}")
+                except MultipartError as exc:
+                    raise ServerError(
+                        self.server.describe(),
+                        f"server {self.server.describe()} sent a malformed answer while "
+                        f"{operation}: {exc}; if it lasts, ask the PACS admin",
+                    ) from None
         progress(total, total, f"retrieved series {series}")
 
 
