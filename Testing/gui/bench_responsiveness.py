@@ -1,0 +1,207 @@
+"""Measure how responsive the reading window stays while it prefetches, autosaves and saves.
+
+Run with ``QT_QPA_PLATFORM=offscreen VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow
+.venv/bin/python Testing/gui/bench_responsiveness.py [DEMO_DIR] [--cases 4 --size 512
+--slices 300]``. The real :class:`~CaseReaderLib.reading_window.ReadingWindow` walks a demo
+batch: on each case it waits for the case, paints a stroke with mouse events, lets the
+reader "read" for ``--dwell`` seconds (the prefetcher loads the next cases meanwhile, the
+draft is written), then presses Save & Next (the result is built and written in the
+background). A 10 ms QTimer records the gaps of the event loop; a gap is a stall of
+``gap - 10 ms``. Stalls that overlap the case switch itself (wrapping the volume, filling the
+segments, rendering the views: the window's ``_on_loaded``) are counted apart, as the target
+(under 100 ms) is for everything else. Prints a summary and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+TICK_MS = 10
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Walk the batch and print the event-loop stalls."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("demo_dir", nargs="?", type=Path)
+    parser.add_argument("--cases", type=int, default=4)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--dwell", type=float, default=4.0, help="seconds on each case")
+    parser.add_argument("--depth", type=int, default=2, help="prefetch depth")
+    args = parser.parse_args(argv)
+
+    folder = args.demo_dir or Path(tempfile.mkdtemp(prefix="caseiterator-bench-"))
+    data = Path(tempfile.mkdtemp(prefix="caseiterator-bench-data-"))
+    os.environ["CASEITERATOR_DATA_DIR"] = str(data)  # progress, drafts: not the user's
+
+    from Qt import QtCore, QtTest, QtWidgets
+
+    from CaseIteratorCoreLib.batch_file import PrefetchSpec, load_batch
+    from CaseIteratorCoreLib.demo_data import write_demo_batch
+    from CaseIteratorCoreLib.progress_store import ProgressStore
+    from CaseIteratorCoreLib.sources import open_source
+    from CaseReaderLib.reading_session import ReadingSession
+    from CaseReaderLib.reading_window import ReadingWindow
+
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    batch_file = folder / "demo.toml"
+    if not batch_file.exists():
+        print(f"writing {args.cases} demo cases ({args.size}x{args.size}x{args.slices}) …")
+        write_demo_batch(folder, args.cases, size=args.size, n_slices=args.slices)
+    batch = load_batch(batch_file)
+    source = open_source(batch)
+    cases = list(source.iter_cases())[: args.cases]
+    store = ProgressStore()
+    session = ReadingSession.open(batch, source, cases, store, "dr.bench")
+    spec = PrefetchSpec(depth=args.depth, max_memory_mb=batch.prefetch.max_memory_mb)
+    window = ReadingWindow(session, prefetch=spec)
+    window.resize(1600, 980)
+    window.show()
+
+    # The case switch on the GUI thread: the window's _on_loaded (wrap, fill, render).
+    switches: list[tuple[float, float]] = []
+    original = window._on_loaded
+
+    def timed_on_loaded(case_id, loaded):
+        started = time.perf_counter()
+        original(case_id, loaded)
+        switches.append((started, time.perf_counter()))
+
+    window.loader.loaded.disconnect(window._on_loaded)
+    window.loader.loaded.connect(timed_on_loaded)
+
+    ticks: list[float] = []
+    timer = QtCore.QTimer()
+    timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+    timer.setInterval(TICK_MS)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+
+    def spin(seconds: float) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 5)
+            time.sleep(0.001)
+
+    def wait_shown(index: int, limit: float = 120.0) -> None:
+        end = time.perf_counter() + limit
+        while not (window.loaded is not None and window.current_index == index):
+            if time.perf_counter() > end:
+                raise SystemExit(f"case {index + 1} did not open within {limit} s")
+            spin(0.01)
+
+    def paint() -> float:
+        window.tools.choose("paint")
+        axial = window.views.views["Axial"]
+        centre = QtCore.QPoint(axial.width() // 2, axial.height() // 2)
+        left = QtCore.Qt.MouseButton.LeftButton
+        none = QtCore.Qt.KeyboardModifier.NoModifier
+        points = [centre + QtCore.QPoint(dx, dx // 3) for dx in range(-60, 61, 8)]
+        started = time.perf_counter()
+        QtTest.QTest.mouseMove(axial, points[0])
+        QtTest.QTest.mousePress(axial, left, none, points[0])
+        for point in points[1:]:
+            QtTest.QTest.mouseMove(axial, point)
+        QtTest.QTest.mouseRelease(axial, left, none, points[-1])
+        actions.append((started, time.perf_counter()))
+        return time.perf_counter() - started
+
+    walk_started = time.perf_counter()
+    window.start()
+    wait_shown(0)
+    spin(1.0)  # first render compiles shaders; let the prefetch of the next cases begin
+    timer.start()
+    measuring_from = time.perf_counter()
+    save_gui: list[float] = []
+    actions: list[tuple[float, float]] = []  # the benchmark's own paint and Save & Next calls
+    paint_times: list[float] = []
+    for index in range(len(cases)):
+        wait_shown(index)
+        paint_times.append(paint())
+        spin(args.dwell)  # reading; prefetch and the draft run in the background
+        started = time.perf_counter()
+        window.save_and_next()  # snapshot on the GUI thread; the write runs in the background
+        save_gui.append(time.perf_counter() - started)
+        actions.append((started, time.perf_counter()))
+    spin(2.0)
+    timer.stop()
+    window.wait_for_saves()
+    walk_seconds = time.perf_counter() - walk_started
+
+    # Gaps between ticks; a stall is what exceeds the tick interval.
+    tick_s = TICK_MS / 1000
+    stalls_outside: list[float] = []
+    stalls_switch: list[float] = []
+    stalls_action: list[float] = []
+    worst: list[tuple[float, float]] = []
+    for before, after in itertools.pairwise(ticks):
+        stall = max(0.0, after - before - tick_s)
+        if any(s < after and e > before for s, e in switches):
+            stalls_switch.append(stall)
+        elif any(s < after and e > before for s, e in actions):
+            stalls_action.append(stall)  # the mouse stroke or the Save & Next call itself
+        else:
+            stalls_outside.append(stall)
+            worst.append((stall, before - measuring_from))
+    switch_s = [e - s for s, e in switches if s >= measuring_from]
+    done = sum(1 for i in range(len(cases)) if session.status(i).value == "done")
+    result = {
+        "cases": len(cases),
+        "size": f"{args.size}x{args.size}x{args.slices}",
+        "prefetch_depth": args.depth,
+        "dwell_s": args.dwell,
+        "ticks": len(ticks),
+        "longest_stall_outside_switch_ms": round(max(stalls_outside, default=0) * 1000, 1),
+        "p99_stall_outside_switch_ms": round(
+            (sorted(stalls_outside)[int(0.99 * (len(stalls_outside) - 1))] if stalls_outside else 0)
+            * 1000,
+            1,
+        ),
+        "stalls_over_100ms_outside_switch": sum(s > 0.1 for s in stalls_outside),
+        "longest_stall_in_switch_ms": round(max(stalls_switch, default=0) * 1000, 1),
+        "longest_stall_in_reader_action_ms": round(max(stalls_action, default=0) * 1000, 1),
+        "worst_outside_ms_at_s": [
+            (round(a * 1000), round(b, 2)) for a, b in sorted(worst, reverse=True)[:5]
+        ],
+        "case_switch_gui_ms": [round(s * 1000) for s in switch_s],
+        "save_and_next_gui_ms": [round(s * 1000) for s in save_gui],
+        "paint_stroke_ms": [round(s * 1000) for s in paint_times],
+        "draft_copy_gui_ms": round(window.last_draft_copy_seconds * 1000, 1),
+        "cases_saved": done,
+        "walk_s": round(walk_seconds, 1),
+    }
+    print(
+        f"longest event-loop stall outside the case switch: "
+        f"{result['longest_stall_outside_switch_ms']} ms "
+        f"(p99 {result['p99_stall_outside_switch_ms']} ms, "
+        f"{result['stalls_over_100ms_outside_switch']} over 100 ms, {len(ticks)} ticks)"
+    )
+    print(f"longest stall during a case switch: {result['longest_stall_in_switch_ms']} ms")
+    if switch_s:
+        print(
+            f"case switch on the GUI thread: median {statistics.median(switch_s) * 1000:.0f} ms, "
+            f"max {max(switch_s) * 1000:.0f} ms"
+        )
+    print(f"Save & Next on the GUI thread (copy + open next): {result['save_and_next_gui_ms']} ms")
+    print(f"draft copy on the GUI thread: {result['draft_copy_gui_ms']} ms")
+    print(f"cases saved: {done} of {len(cases)}")
+    print(json.dumps(result))
+    window.editing.mark_saved()
+    window.close()
+    store.close()
+    source.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
