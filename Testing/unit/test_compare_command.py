@@ -397,3 +397,35 @@ def test_database_batches_find_seg_series_in_the_database(tmp_path: Path, kind: 
     assert (liver.reference, liver.other) == ("Alice", "Bob")
     assert liver.metrics.dice == pytest.approx(2 * 8 / 20)  # 10 rows shifted by 2
     assert liver.metrics.hd_max_mm == pytest.approx(2 * 0.8, abs=1e-5)  # rows are 0.8 mm
+
+
+def test_csv_cells_may_mix_dicom_seg_and_labelmap_files(tmp_path: Path) -> None:
+    """Image: a DICOM series folder; reference: a DICOM SEG file; other: a NRRD labelmap."""
+    geometry, info = dicom_case(tmp_path, "p1")
+    truth = np.zeros(geometry.shape, dtype=bool)
+    truth[2:10, 5:15, 4:12] = True
+    seg = write_seg(tmp_path / "p1", geometry, info, [truth], reader="alice", number=100)
+    labels = np.roll(truth, 1, axis=0).astype(np.uint8)  # one slice further
+    image = sitk.GetImageFromArray(labels)
+    image.SetOrigin(geometry.origin)
+    image.SetSpacing(geometry.spacing)
+    image.SetDirection(tuple(geometry.direction.ravel()))
+    sitk.WriteImage(image, str(tmp_path / "model.nrrd"))
+    (tmp_path / "cases.csv").write_text(f"ID,image,truth,model\np1,p1/ct,{seg},model.nrrd\n")
+    batch = tmp_path / "batch.toml"
+    batch.write_text(
+        '[source]\ntype = "csv"\npath = "cases.csv"\n'
+        '[[segments]]\nname = "Liver"\ncategory = "SCT:123037004:Anatomical Structure"\n'
+        'type = "SCT:10200004:Liver"\ncolor = "#dd8265"\n'
+        '[compare]\ncolumns = ["truth", "model"]\n'
+    )
+    definition = load_batch(batch)
+    with open_source(definition) as source:
+        (result,) = list(
+            iter_comparisons(source, definition.compare, templates=definition.segments)
+        )
+    assert result.problems == ()
+    (liver,) = result.segments
+    assert liver.matched_by == "code"
+    assert liver.metrics.dice == pytest.approx(2 * 7 / 16)
+    assert liver.metrics.hd_max_mm == pytest.approx(2.0, abs=1e-5)  # slices are 2 mm apart
