@@ -4,7 +4,9 @@
 writes a fresh demo batch into a temporary data folder, opens the real reading window on it,
 records some earlier progress (cases done and skipped), and segments the liver and a lesion of
 the current case with the Paint tool through simulated mouse strokes, as a reader would. Then
-it saves the window (``main-window.png``), the skip dialog and the splash.
+it saves the window (``main-window.png``), the skip dialog and the splash; last, the demo
+images go into the local DICOM database and the DICOM browser is shown on it
+(``dicom-browser.png``).
 
 Runs without a display (``QT_QPA_PLATFORM=offscreen`` is the default here).
 """
@@ -110,8 +112,39 @@ class _Painter:
                 self.app.processEvents()
 
 
-def make_screenshots(out_dir: Path, cases: int = 5) -> list[Path]:
-    """Write the screenshots into ``out_dir``; return their paths."""
+def browser_screenshot(app, out_dir: Path, dicom_dir: Path) -> Path:
+    """The DICOM browser on a local database holding ``dicom_dir``: a study and its series
+    selected, thumbnails shown (``dicom-browser.png``)."""
+    from CaseIteratorCoreLib.dicom_database import LocalDicomDatabase, default_database_dir
+    from CaseIteratorCoreLib.server_settings import ServerSettings
+    from CaseReaderLib.dicom_browser import DicomBrowserDialog
+
+    print("importing the demo images into the local DICOM database…", flush=True)
+    with LocalDicomDatabase(default_database_dir()) as database:
+        database.import_paths(dicom_dir)
+    # A configured PACS shows as its own tab; it is not contacted for the picture.
+    servers = {"pacs": ServerSettings("pacs", "https://pacs.hospital.example/dicom-web")}
+    dialog = DicomBrowserDialog(servers)
+    dialog.resize(SIZE[0] - 160, SIZE[1] - 120)
+    dialog.show()
+    tab = dialog.current_tab
+    _wait(app, lambda: tab.searched_once)
+    tab.studies.selectRow(1)
+    _wait(app, lambda: tab.series.rowCount() > 0 and tab.thumbnails_shown == tab.series.rowCount())
+    tab.series.selectRow(0)
+    tab.series.setFocus()
+    for _ in range(10):
+        app.processEvents()
+        time.sleep(0.02)
+    path = out_dir / "dicom-browser.png"
+    dialog.grab().save(str(path))
+    dialog.close()
+    return path
+
+
+def make_screenshots(out_dir: Path, cases: int = 5, *, only: str = "all") -> list[Path]:
+    """Write the screenshots into ``out_dir`` (``only="browser"``: just the DICOM browser);
+    return their paths."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     data = Path(tempfile.mkdtemp(prefix="caseiterator-screens-"))
@@ -136,16 +169,19 @@ def make_screenshots(out_dir: Path, cases: int = 5) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
-    splash = Splash()
-    splash.show_centered()
-    splash.set_message("Starting the Slicer core…")
-    path = out_dir / "splash.png"
-    splash.grab().save(str(path))
-    written.append(path)
-    splash.close()
+    if only != "browser":
+        splash = Splash()
+        splash.show_centered()
+        splash.set_message("Starting the Slicer core…")
+        path = out_dir / "splash.png"
+        splash.grab().save(str(path))
+        written.append(path)
+        splash.close()
 
     print(f"writing {cases} demo cases…", flush=True)
     batch_file = write_demo_batch(data / "demo", cases)
+    if only == "browser":
+        return [browser_screenshot(app, out_dir, batch_file.parent / "dicom")]
     batch = load_batch(batch_file)
     source = open_source(batch)
     case_list = list(source.iter_cases())
@@ -228,6 +264,7 @@ def make_screenshots(out_dir: Path, cases: int = 5) -> list[Path]:
     store.close()
     source.close()
     QtCore.QCoreApplication.processEvents()
+    written.append(browser_screenshot(app, out_dir, batch_file.parent / "dicom"))
     return written
 
 
@@ -237,8 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     default = Path(__file__).resolve().parents[2] / "Resources" / "screenshots"
     parser.add_argument("out_dir", nargs="?", type=Path, default=default)
     parser.add_argument("--cases", type=int, default=5)
+    parser.add_argument(
+        "--only", choices=("all", "browser"), default="all", help="browser: the DICOM browser only"
+    )
     args = parser.parse_args(argv)
-    for path in make_screenshots(args.out_dir, args.cases):
+    for path in make_screenshots(args.out_dir, args.cases, only=args.only):
         print(path)
     return 0
 

@@ -129,6 +129,35 @@ def test_search_a_server_and_start_a_batch_from_a_series(
     _close(again)
 
 
+def test_show_more_pages_and_closing_mid_search_leaves_nothing_running(
+    qtbot, tmp_path: Path, orthanc: OrthancServer, no_leaks
+) -> None:
+    prefix = f"PG-{uuid.uuid4().hex[:6].upper()}"
+    for number in range(3):
+        _two_series(tmp_path / f"p{number}", f"{prefix}-{number}")
+    orthanc.upload_files(sorted(tmp_path.rglob("*.dcm")))
+    server = ServerSettings(name="test-pacs", url=orthanc.dicomweb_url, retries=0)
+    dialog = _browser(
+        qtbot, servers={"test-pacs": server}, database_dir=tmp_path / "db", page_size=2
+    )
+    dialog.tabs.setCurrentIndex(1)
+    tab = dialog.current_tab
+    tab.search_bar.set_filters(patient_id=f"{prefix}-*")
+    tab.run_search()
+    qtbot.waitUntil(lambda: tab.studies.rowCount() == 2, timeout=WAIT_MS)
+    assert tab.more_button.isVisible()
+    assert tab.count_label.text() == "2 studies shown, more match"
+    qtbot.mouseClick(tab.more_button, LEFT)
+    qtbot.waitUntil(lambda: tab.studies.rowCount() == 3, timeout=WAIT_MS)
+    assert not tab.more_button.isVisible()
+    assert len({r.study_uid for r in tab.studies.records()}) == 3
+    assert tab.patients.rowCount() == 4  # all patients + 3
+    # Close while a search and thumbnails are under way: the dialog waits for its threads.
+    tab.studies.selectAll()
+    tab.run_search()
+    _close(dialog)
+
+
 def test_unreachable_server_is_named_calmly_in_its_tab(qtbot, tmp_path: Path, no_leaks) -> None:
     gone = ServerSettings(name="gone-pacs", url="http://127.0.0.1:9/dicom-web", retries=0)
     dialog = _browser(qtbot, servers={"gone-pacs": gone}, database_dir=tmp_path / "db")
@@ -217,3 +246,39 @@ def test_import_folder_dialog_stays_in_allowed_folders(qtbot, tmp_path: Path, no
     )
     assert allowed_kiosk.import_bar.import_button.isVisible()
     _close(allowed_kiosk)
+
+
+def test_reading_window_switches_to_a_batch_made_in_the_browser(
+    qtbot, tmp_path: Path, reading, no_leaks
+) -> None:
+    """The wiring the reading window uses: a batch made in the browser becomes the window's
+    requested batch and the window closes for it, leaving no thread behind."""
+    window = reading.window
+    dialog = DicomBrowserDialog(
+        {},
+        database_dir=tmp_path / "db",
+        batches_dir=tmp_path / "batches",
+        current_batch=reading.batch.path,
+        parent=window,
+    )
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    tab = dialog.current_tab
+    with qtbot.waitSignal(dialog.import_bar.imported, timeout=WAIT_MS):
+        dialog.import_bar.start_import(reading.batch.path.parent / "dicom")
+    qtbot.waitUntil(lambda: tab.studies.rowCount() == 2, timeout=WAIT_MS)
+    tab.studies.selectRow(0)
+    study_uid = tab.studies.record(0).study_uid
+    assert dialog.addable_batches() == []  # the demo batch reads a folder, not this database
+    with qtbot.waitSignal(dialog.batch_created, timeout=WAIT_MS):
+        dialog.start_batch()
+    path = dialog.created_batch
+    assert path is not None and not dialog.isVisible()
+    dialog.deleteLater()
+    window.requested_batch = path
+    assert window.close()
+    assert window.requested_batch == path and not window.isVisible()
+    with open_source(load_batch(path)) as source:
+        (case,) = source.iter_cases()
+    (expected,) = [c for c in reading.cases if c.result.study_uid == study_uid]
+    assert (case.id, case.name) == (expected.id, expected.name)  # the same case as the demo's

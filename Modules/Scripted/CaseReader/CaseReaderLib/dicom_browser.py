@@ -27,7 +27,12 @@ from CaseIteratorCoreLib.batch_from_selection import (
     batches_for,
     write_batch,
 )
-from CaseIteratorCoreLib.dicom_search import DicomSearch, LocalDatabaseSearch, searches_for
+from CaseIteratorCoreLib.dicom_search import (
+    DEFAULT_PAGE_SIZE,
+    DicomSearch,
+    LocalDatabaseSearch,
+    searches_for,
+)
 from CaseIteratorCoreLib.errors import CaseIteratorError
 from CaseIteratorCoreLib.server_settings import ServerSettings
 
@@ -59,6 +64,8 @@ class DicomBrowserDialog(QtWidgets.QDialog):
         The batch being read: offered first by "Add to batch" when it is of the same source.
     batches_dir
         Where new batch files go; ``batches`` in the user's data folder when None.
+    page_size
+        Studies listed per search; "Show more" lists the next ones.
 
     Signals
     -------
@@ -78,6 +85,7 @@ class DicomBrowserDialog(QtWidgets.QDialog):
         kiosk: bool = False,
         current_batch: Path | None = None,
         batches_dir: Path | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
         parent: QtWidgets.QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -93,14 +101,14 @@ class DicomBrowserDialog(QtWidgets.QDialog):
         if servers is None:
             servers, settings_problem = _site_servers()
         self.searches: list[DicomSearch] = searches_for(servers, database_dir)
-        self._build(allowed_folders, kiosk)
+        self._build(allowed_folders, kiosk, page_size)
         if settings_problem:
             self.banner.show_message("The site's servers cannot be shown", settings_problem)
         self.resize(1320, 820)
 
     # -- construction ----------------------------------------------------------------------
 
-    def _build(self, allowed_folders: Sequence[Path], kiosk: bool) -> None:
+    def _build(self, allowed_folders: Sequence[Path], kiosk: bool, page_size: int) -> None:
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(18, 14, 18, 14)
         layout.setSpacing(10)
@@ -121,7 +129,7 @@ class DicomBrowserDialog(QtWidgets.QDialog):
         self.tabs.tabBar().setDrawBase(False)
         self.tab_pages: list[BrowserTab] = []
         for search in self.searches:
-            tab = BrowserTab(search, self.runner)
+            tab = BrowserTab(search, self.runner, page_size=page_size)
             tab.selection_changed.connect(self._update_buttons)
             if isinstance(search, LocalDatabaseSearch):
                 self.import_bar = ImportBar(
