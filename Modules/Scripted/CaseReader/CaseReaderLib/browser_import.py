@@ -48,6 +48,14 @@ def choose_import_folder(
         dialog.deleteLater()
 
 
+def _short(folder: Path) -> str:
+    """``folder`` with the home folder written ``~``."""
+    try:
+        return "~/" + folder.relative_to(Path.home()).as_posix()
+    except ValueError:
+        return str(folder)
+
+
 def import_summary(report: ImportReport) -> str:
     """One line for the reader: what came in, what was there, what was left out."""
     parts = [f"{report.imported} images imported"]
@@ -95,7 +103,7 @@ class ImportBar(QtWidgets.QFrame):
         layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(12, 8, 12, 8)
         layout.setSpacing(10)
-        self.label = QtWidgets.QLabel(f"DICOM database on this computer · {self.folder}")
+        self.label = QtWidgets.QLabel(f"DICOM database on this computer · {_short(self.folder)}")
         self.label.setToolTip(str(self.folder))
         layout.addWidget(self.label, 1)
         self.progress = QtWidgets.QProgressBar()
