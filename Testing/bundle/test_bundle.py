@@ -283,14 +283,17 @@ def test_app_shows_the_first_case_under_xvfb(
     header = screen[HEADER].astype(int)
     reference = load_rgb(REFERENCE / "header_first_case.png").astype(int)
     assert header.shape == reference.shape
-    diff = np.abs(header - reference)
-    if diff.mean() > 6 or (diff.max(axis=2) > 48).mean() > 0.02:
+    # Compared where the reference has text (light on the dark header), and over the whole
+    # crop: a shift of one pixel, another case's title or an empty header all fail.
+    diff = np.abs(header - reference).max(axis=2)
+    ink = reference.max(axis=2) > 90
+    if diff[ink].mean() > 20 or diff.mean() > 4:
         from screen_grab import save_rgb
 
         save_rgb(screen[HEADER], OUTPUT / "header-found.png")
         pytest.fail(
-            f"header differs from reference/header_first_case.png: mean {diff.mean():.1f}, "
-            f"{(diff.max(axis=2) > 48).mean():.1%} of pixels off (see {OUTPUT})"
+            f"header differs from reference/header_first_case.png: {diff[ink].mean():.0f} on "
+            f"the text, {diff.mean():.1f} on average (see {OUTPUT}/header-found.png)"
         )
 
     # The axial view shows CT grey levels, not a blank or uniform area.
