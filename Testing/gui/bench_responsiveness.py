@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=300)
     parser.add_argument("--dwell", type=float, default=4.0, help="seconds on each case")
     parser.add_argument("--depth", type=int, default=2, help="prefetch depth")
+    parser.add_argument(
+        "--diagnose", action="store_true", help="print the GUI thread's stack during long stalls"
+    )
     args = parser.parse_args(argv)
 
     folder = args.demo_dir or Path(tempfile.mkdtemp(prefix="caseiterator-bench-"))
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     source = open_source(batch)
     cases = list(source.iter_cases())[: args.cases]
     store = ProgressStore()
-    session = ReadingSession.open(batch, source, cases, store, "dr.bench")
+    # A reader of its own: results of earlier runs in the batch folder are not resumed.
+    session = ReadingSession.open(batch, source, cases, store, f"dr.bench-{os.getpid()}")
     spec = PrefetchSpec(depth=args.depth, max_memory_mb=batch.prefetch.max_memory_mb)
     window = ReadingWindow(session, prefetch=spec)
     window.resize(1600, 980)
@@ -115,6 +119,36 @@ def main(argv: list[str] | None = None) -> int:
         QtTest.QTest.mouseRelease(axial, left, none, points[-1])
         actions.append((started, time.perf_counter()))
         return time.perf_counter() - started
+
+    stacks: list[tuple[float, str]] = []
+    measuring_from = time.perf_counter()
+    if args.diagnose:
+        import threading
+        import traceback
+
+        main_id = threading.get_ident()
+        stop = threading.Event()
+
+        def watchdog() -> None:  # samples the GUI thread while its event loop is stalled
+            seen = None
+            while not stop.wait(0.05):
+                last = ticks[-1] if ticks else None
+                if last is None or time.perf_counter() - last < 0.12 or last == seen:
+                    continue
+                seen = last
+                frames = sys._current_frames()
+                names = {t.ident: t.name for t in threading.enumerate()}
+                parts = []
+                for ident, frame in frames.items():  # the GUI thread, then who holds the GIL
+                    if ident == threading.get_ident():
+                        continue
+                    depth = -8 if ident == main_id else -4
+                    text = "".join(traceback.format_stack(frame)[depth:])
+                    parts.append(f"[{names.get(ident, ident)}]\n{text}")
+                stacks.append((last - measuring_from, "".join(parts)))
+
+        watcher = threading.Thread(target=watchdog, daemon=True)
+        watcher.start()
 
     walk_started = time.perf_counter()
     window.start()
@@ -195,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Save & Next on the GUI thread (copy + open next): {result['save_and_next_gui_ms']} ms")
     print(f"draft copy on the GUI thread: {result['draft_copy_gui_ms']} ms")
     print(f"cases saved: {done} of {len(cases)}")
+    for at, text in stacks:
+        print(f"--- GUI thread stalled at {at:.2f} s:\n{text}")
     print(json.dumps(result))
     window.editing.mark_saved()
     window.close()

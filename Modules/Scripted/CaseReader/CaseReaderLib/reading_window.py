@@ -149,6 +149,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self.drafts = drafts or DraftStore(session.batch.key, session.reader)
         #: Drafts (and saves) are written here, one at a time, off the GUI thread.
         self.disk = DiskWorker(self)
+        self.disk.submit(self.saver.warm_up)  # first save's one-time parsing, while we open
         self.loader = CaseLoader(
             session.source,
             session.cases,
@@ -538,8 +539,10 @@ class ReadingWindow(QtWidgets.QMainWindow):
         later work); a draft painted on another grid is set aside with a note for the banner.
         """
         case = loaded.case
+        # A save, draft or removal still on its way for this case lands first: the lookup
+        # then finds the newest result (a Save & Next, then Previous at once).
+        self.disk.wait_idle()
         self.saver.prepare_resume(loaded)
-        self.disk.wait_idle()  # a draft being written or removed for this case lands first
         geometry = loaded.image.volume.geometry
         note = ""
         draft: Draft | None = None

@@ -254,6 +254,31 @@ class ResultSaver:
             return SaveOutcome(False, (), "", counts)
         return self._write(segmentation, loaded, counts)
 
+    def warm_up(self) -> None:
+        """Load what the first save would load (worker thread, at start).
+
+        highdicom parses its tables of the DICOM standard (several MB of JSON) on first use,
+        holding the GIL for about a second: done while the first case opens, it does not
+        freeze the window at the reader's first save.
+        """
+        if not results_layer_available():
+            return
+        import CaseIteratorCoreLib.seg_dicom  # noqa: F401 - imports highdicom
+
+        try:
+            from highdicom import _standard_utils as standard
+        except ImportError:  # a highdicom without these tables: nothing to warm
+            return
+        for name in (
+            "get_sop_class_iod_map",
+            "get_iod_module_map",
+            "get_module_attribute_map",
+            "get_anatomic_region_map",
+        ):
+            loader = getattr(standard, name, None)
+            if loader is not None:
+                loader()
+
     def prepare_resume(self, loaded: LoadedCase) -> None:
         """Find and read the reader's newest result of ``loaded``'s case (worker thread).
 
