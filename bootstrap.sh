@@ -4,6 +4,7 @@
 #   ./bootstrap.sh demo [ARGS...]   install, make the demo batch if missing, open it in the app
 #   ./bootstrap.sh test [ARGS...]   install (with Orthanc), run Testing/run_tests.sh [ARGS...]
 #   ./bootstrap.sh setup            install only
+#   ./bootstrap.sh bundle           install, then build the self-contained bundle (BUILD.md)
 #
 # Works on a fresh Debian 12 with Python 3.11: installs the Debian packages that are missing
 # (with sudo when not root), creates .venv and installs the package editable with its test
@@ -32,7 +33,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,6p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,7p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 SUDO=()
@@ -189,6 +190,11 @@ test)
     ;;
 setup)
     setup test
+    ;;
+bundle)
+    setup demo
+    say "building the bundle: packaging/build_bundle.sh"
+    exec "$ROOT/packaging/build_bundle.sh"
     ;;
 -h | --help | help)
     usage
