@@ -1,5 +1,7 @@
 """The DICOM browser's search, thumbnails and batches against a real Orthanc and a real local
-database holding the same series: the same filters give the same studies in both."""
+database holding the same series: the same filters give the same studies in both.
+
+The local-database tests run without Orthanc; the others get the ``orthanc`` marker."""
 
 from __future__ import annotations
 
@@ -43,8 +45,6 @@ from orthanc_server import OrthancServer
 # The series factory lives with the unit tests (their conftest puts it on the path).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from series_factory import write_series
-
-pytestmark = pytest.mark.orthanc
 
 #: Distinguishes this module's patients from other tests' on the shared Orthanc.
 TOKEN = uuid.uuid4().hex[:6].upper()
@@ -106,10 +106,13 @@ def database(tmp_path_factory: pytest.TempPathFactory, images) -> Path:
     return folder
 
 
-@pytest.fixture(params=["local", "dicomweb"])
-def search(request, server: ServerSettings, database: Path) -> Iterator[DicomSearch]:
+@pytest.fixture(params=["local", pytest.param("dicomweb", marks=pytest.mark.orthanc)])
+def search(request, database: Path) -> Iterator[DicomSearch]:
+    """The same questions to the local database and (when Orthanc runs) to the server."""
     found: DicomSearch = (
-        LocalDatabaseSearch(database) if request.param == "local" else DicomWebSearch(server)
+        LocalDatabaseSearch(database)
+        if request.param == "local"
+        else DicomWebSearch(request.getfixturevalue("server"))
     )
     yield found
     found.close()
@@ -213,19 +216,34 @@ def test_unreachable_server_names_itself_and_what_to_check() -> None:
     assert "check that the server is running" in str(caught.value)
 
 
-def test_thumbnails_from_files_and_from_the_server(
-    server: ServerSettings, database: Path, images
-) -> None:
-    _, uids = images
+def _local_thumbnail(database: Path, uids) -> tuple[np.ndarray, object]:
     local = LocalDatabaseSearch(database)
     study_uid, series_uid = uids["p1-venous"]
     (row,) = [s for s in local.search_series(study_uid) if s.series_uid == series_uid]
-    from_file = series_thumbnail(local, row)
-    assert from_file.dtype == np.uint8 and from_file.shape == (24, 20)
-    assert from_file.min() < from_file.max()  # windowed, not a flat grey
-    assert np.array_equal(from_file, thumbnail_of_files(row.files))
-    small = series_thumbnail(local, row, size=10)
-    assert max(small.shape) <= 10
+    return series_thumbnail(local, row), row
+
+
+def test_thumbnail_from_the_local_database_is_the_middle_image_windowed(
+    database: Path, images
+) -> None:
+    _, uids = images
+    thumbnail, row = _local_thumbnail(database, uids)
+    assert thumbnail.dtype == np.uint8 and thumbnail.shape == (24, 20)
+    # The middle of 6 slices is slice 3: its first voxel is -700 HU; the header's window
+    # (centre -800, width 600) spans -1100..-500, so it shows at 400/600 of white.
+    assert thumbnail[0, 0] == round(400 / 600 * 255)
+    assert thumbnail[-1, -1] == 255  # -482 HU: above the window
+    assert np.array_equal(thumbnail, thumbnail_of_files(row.files))
+    small = series_thumbnail(LocalDatabaseSearch(database), row, size=10)
+    assert small.shape == (8, 6)  # 24 x 20 in blocks of 3 (the 2 columns left over dropped)
+
+
+def test_thumbnails_from_the_server_rendered_or_retrieved(
+    server: ServerSettings, database: Path, images
+) -> None:
+    _, uids = images
+    from_file, _ = _local_thumbnail(database, uids)
+    study_uid, series_uid = uids["p1-venous"]
     with DicomWebSearch(server) as web:
         # The instance itself, windowed here: the same picture as from the file.
         retrieved = thumbnail_from_server(web, study_uid, series_uid, rendered=False)
