@@ -11,6 +11,7 @@
 #                              is installed into it when missing.
 #   CASEITERATOR_BUNDLE_BUILD  build folder (default packaging/build; never committed)
 #   CASEITERATOR_NO_ARCHIVE=1  skip the .tar.gz (CPack makes its own archive)
+#   CASEITERATOR_BUNDLE_STRIP=0  keep the symbol tables of VTK's libraries (debugging)
 #
 # The bundle needs no Python, no virtual environment and no network on the target: only the
 # system libraries of a desktop (glibc, EGL/OpenGL, fontconfig, xcb/xkbcommon): see BUILD.md.
@@ -53,6 +54,13 @@ CASEITERATOR_ROOT="$ROOT" CASEITERATOR_SRC="$SRC" QT_QPA_PLATFORM=offscreen \
     --workpath "$BUILD/work" --distpath "$BUILD/pyinstaller" \
     "$ROOT/packaging/caseiterator.spec"
 say "PyInstaller done in $((SECONDS - start)) s"
+
+# VTK's wheel ships its libraries with their symbol tables (~170 MB of 630): strip them. The
+# other wheels' libraries are stripped already or patched by auditwheel (left as they are).
+if [[ "${CASEITERATOR_BUNDLE_STRIP:-1}" == "1" ]] && command -v strip >/dev/null; then
+    find "$BUILD/pyinstaller/caseiterator/_internal/vtkmodules" -name '*.so' -type f -print0 |
+        xargs -0 strip --strip-unneeded
+fi
 
 # The distributable folder: the frozen app plus what installs it on a machine.
 DIST="$BUILD/dist/$NAME"
