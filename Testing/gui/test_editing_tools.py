@@ -5,8 +5,11 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pydicom
 import pytest
 from Qt import QtCore
+
+from CaseIteratorCoreLib.segmentation import AlgorithmType
 
 pytestmark = [pytest.mark.gui, pytest.mark.slicer]
 
@@ -58,3 +61,87 @@ def test_threshold_islands_and_smoothing(qtbot, reading) -> None:
     assert window.editing.painted_voxels(0) <= kept
     window.actions["undo"].trigger()
     assert window.editing.painted_voxels(0) == kept
+
+
+def test_threshold_starts_at_otsu_pulses_and_is_saved_as_semiautomatic(qtbot, reading) -> None:
+    window, tools, editing = reading.window, reading.window.tools, reading.window.editing
+    tools.choose("threshold")
+    effect = editing.threshold_effect()
+    otsu, top = effect.get_threshold_min_max_values()
+    low, high = editing.image_range()
+    assert low < otsu < high and top == high  # Otsu's threshold up to the brightest voxel
+    assert (tools.threshold_min.value(), tools.threshold_max.value()) == (round(otsu), high)
+    assert tools.threshold_low_slider.value() == round(otsu)
+
+    # The preview pulses under Qt (trame-slicer's asyncio timer would never run here).
+    seen = set()
+    qtbot.waitUntil(
+        lambda: seen.add(round(effect.get_param_proxy().preview_opacity, 2)) or len(seen) >= 3,
+        timeout=5000,
+    )
+    assert tools.threshold_pulse.pulsing
+
+    tools.threshold_low_slider.setValue(200)  # the slider pair sets the range
+    assert tools.threshold_min.value() == 200
+    qtbot.mouseClick(tools.threshold_apply_button, QtCore.Qt.MouseButton.LeftButton)
+    assert editing.painted_voxels(0) > 0
+    tools.choose("paint")  # painting afterwards keeps the segment semi-automatic
+    tools.choose("navigate")
+    assert not tools.threshold_pulse.pulsing
+    assert window.save_case()
+    window.wait_for_saves()  # the result is written in the background
+
+    files = sorted(reading.batch.output.folder.rglob("*.dcm"))
+    ds = pydicom.dcmread(files[0])
+    items = {str(item.SegmentLabel): item for item in ds.SegmentSequence}
+    assert items["Liver"].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    assert items["Liver"].SegmentAlgorithmName == "Threshold"
+    assert items["Aorta"].SegmentAlgorithmType == "MANUAL"
+
+
+def test_threshold_undo_restores_manual(qtbot, reading) -> None:
+    tools, editing = reading.window.tools, reading.window.editing
+    tools.choose("threshold")
+    qtbot.mouseClick(tools.threshold_apply_button, QtCore.Qt.MouseButton.LeftButton)
+    assert editing.segments[0].algorithm == AlgorithmType.SEMIAUTOMATIC
+    editing.undo()
+    assert editing.painted_voxels(0) == 0
+    assert editing.segments[0].algorithm == AlgorithmType.MANUAL
+
+
+def _wheel(widget, steps: int, modifiers) -> None:
+    from Qt import QtGui, QtWidgets
+
+    centre = QtCore.QPointF(widget.width() / 2, widget.height() / 2)
+    event = QtGui.QWheelEvent(
+        centre,
+        widget.mapToGlobal(centre),
+        QtCore.QPoint(0, 0),
+        QtCore.QPoint(0, 120 * steps),
+        QtCore.Qt.MouseButton.NoButton,
+        modifiers,
+        QtCore.Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
+    QtWidgets.QApplication.sendEvent(widget, event)
+
+
+def test_brush_size_by_slider_shift_wheel_and_keys(qtbot, reading) -> None:
+    window, tools, editing = reading.window, reading.window.tools, reading.window.editing
+    tools.choose("paint")
+    tools.brush_slider.setValue(10)
+    assert editing.brush_mm == 10 and editing.active_effect().get_brush_diameter() == 10
+    axial = reading.axial
+    slice_before = axial.slice_position()
+    _wheel(axial, 3, QtCore.Qt.KeyboardModifier.ShiftModifier)
+    assert editing.brush_mm > 10  # larger brush, same slice
+    assert tools.brush_slider.value() == round(editing.brush_mm)
+    assert tools.brush_label.text() == f"{round(editing.brush_mm)} mm"
+    assert axial.slice_position() == slice_before
+    larger = editing.brush_mm
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_BracketLeft)
+    assert editing.brush_mm < larger
+    for _ in range(40):
+        qtbot.keyClick(window, QtCore.Qt.Key.Key_BracketRight)
+    assert editing.brush_mm == 60 and tools.brush_slider.value() == 60  # capped
+    assert "Shift+wheel" in tools.brush_slider.toolTip()

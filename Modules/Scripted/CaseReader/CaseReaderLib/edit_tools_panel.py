@@ -96,6 +96,9 @@ class EditToolsPanel(QtWidgets.QWidget):
         layout.addWidget(self.lock_hint)
 
         self.options = QtWidgets.QStackedWidget()
+        self.options.setObjectName("toolOptions")
+        # Frames and plain widgets paint the style sheet's window colour: show the side panel.
+        self.options.setStyleSheet("#toolOptions, #toolPage, QSlider { background: transparent; }")
         self._pages: dict[str, QtWidgets.QWidget] = {}
         self._add_page("navigate", _hint(_HINTS["navigate"]))
         self._add_page("brush", self._brush_page())
@@ -130,6 +133,8 @@ class EditToolsPanel(QtWidgets.QWidget):
         return [(info.key, info.shortcut) for info in self._infos]
 
     def _add_page(self, key: str, widget: QtWidgets.QWidget) -> None:
+        if type(widget) is QtWidgets.QWidget:  # plain widgets paint the window colour
+            widget.setObjectName("toolPage")
         self._pages[key] = widget
         self.options.addWidget(widget)
 
@@ -140,7 +145,9 @@ class EditToolsPanel(QtWidgets.QWidget):
         row = QtWidgets.QHBoxLayout()
         row.addWidget(QtWidgets.QLabel("Brush"))
         self.brush_label = QtWidgets.QLabel()
-        self.brush_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight)
+        self.brush_label.setAlignment(
+            QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter
+        )
         row.addWidget(self.brush_label, 1)
         layout.addLayout(row)
         self.brush_slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal)
@@ -277,7 +284,7 @@ class EditToolsPanel(QtWidgets.QWidget):
         locked = editing.node is not None and index >= 0 and editing.is_locked(index)
         if locked and editing.effect != "navigate":
             name = editing.segments[index].name
-            self.lock_hint.setText(f"“{name}” is locked: unlock it in the list to edit it.")
+            self.lock_hint.setText(f"“{name}” is locked: unlock it to edit.")
         self.lock_hint.setVisible(locked and editing.effect != "navigate")
 
     def change_brush(self, steps: int) -> None:

@@ -65,7 +65,7 @@ class _SegmentRow(QtWidgets.QWidget):
         self.setAttribute(QtCore.Qt.WidgetAttribute.WA_TranslucentBackground)
         self._segment = segment
         layout = QtWidgets.QHBoxLayout(self)
-        layout.setContentsMargins(4, 0, 2, 0)
+        layout.setContentsMargins(8, 0, 4, 0)
         layout.setSpacing(4)
         self.swatch = _icon_button("eye", "Change the colour")
         self.swatch.setIconSize(QtCore.QSize(14, 14))
@@ -77,6 +77,9 @@ class _SegmentRow(QtWidgets.QWidget):
         layout.addWidget(self.name, 1)
         self.editor = QtWidgets.QLineEdit()
         self.editor.setObjectName("segmentNameEditor")
+        # The row is short: a compact editor, so the text is not clipped.
+        self.editor.setFixedHeight(24)
+        self.editor.setStyleSheet("QLineEdit { padding: 0 4px; border-radius: 4px; }")
         self.editor.hide()
         self.editor.editingFinished.connect(self._commit)
         self.editor.installEventFilter(self)
@@ -97,6 +100,10 @@ class _SegmentRow(QtWidgets.QWidget):
         self._segment = segment
         self.swatch.setIcon(QtGui.QIcon(color_swatch(segment.color)))
         self.name.setText(segment.name)
+        # A hidden segment's name is dimmed, like its eye.
+        self.name.setStyleSheet(
+            "background: transparent;" + ("" if visible else " color: #7f8b96;")
+        )
         coded = f"{segment.type.meaning} ({segment.category.meaning})"
         how = "" if segment.algorithm.value == "MANUAL" else f"\nMade with {segment.algorithm_name}"
         rename = "\nDouble-click or F2 to rename" if self._editable else ""
@@ -121,6 +128,8 @@ class _SegmentRow(QtWidgets.QWidget):
     def start_rename(self) -> None:
         """Open the name editor on the current name, all selected."""
         self.editor.setText(self._segment.name)
+        # As tall as the row leaves room for (the list's item padding takes some).
+        self.editor.setFixedHeight(max(18, min(26, self.height() - 6)))
         self.name.hide()
         self.editor.show()
         self.editor.setFocus(QtCore.Qt.FocusReason.OtherFocusReason)
@@ -219,6 +228,8 @@ class SegmentPanel(QtWidgets.QWidget):
 
         self.list = QtWidgets.QListWidget()
         self.list.setObjectName("segmentList")
+        # Rows lay themselves out; the style sheet's item padding would leave them 18 px.
+        self.list.setStyleSheet("QListWidget#segmentList::item { padding: 0 2px; }")
         self.list.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.currentRowChanged.connect(self._on_row_changed)
         self.list.setContextMenuPolicy(QtCore.Qt.ContextMenuPolicy.CustomContextMenu)
@@ -247,8 +258,7 @@ class SegmentPanel(QtWidgets.QWidget):
     def bind(self, editing: SegmentEditing) -> None:
         """Follow and edit ``editing``'s segments from now on."""
         self._editing = editing
-        for button in (self.add_button, self.remove_button):
-            button.show()
+        self.add_button.show()
         editing.add_listener(self._sync)
         self._sync()
 
@@ -332,12 +342,8 @@ class SegmentPanel(QtWidgets.QWidget):
         has_case = editing is not None and editing.node is not None
         self.add_button.setEnabled(has_case)
         removable = has_case and 0 <= index < len(self._ids) and not editing.is_template(index)
-        self.remove_button.setEnabled(removable)
-        self.remove_button.setToolTip(
-            "Remove the selected segment (Delete)"
-            if removable or not has_case or index < 0
-            else "The batch's segments stay; erase their voxels instead"
-        )
+        # Only segments the reader added can go: no dead button for the batch's segments.
+        self.remove_button.setVisible(self._editing is not None and removable)
 
     def _on_row_changed(self, row: int) -> None:
         if row < 0:
