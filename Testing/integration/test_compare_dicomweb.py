@@ -35,7 +35,7 @@ def test_compare_seg_series_on_a_dicomweb_server(
     tmp_path: Path, orthanc: OrthancServer, capsys
 ) -> None:
     uploads: list[Path] = []
-    studies = []
+    studies, series = [], []
     for name, shift in (("w1", 0), ("w2", 2)):
         files = write_series(tmp_path / name / "ct", n=10, rows=24, cols=20, seed=f"cmp-{name}")
         volume, info, problems = read_dicom_files(files)
@@ -57,6 +57,7 @@ def test_compare_seg_series_on_a_dicomweb_server(
             uploads.append(write_dicom_seg(ds, tmp_path / name / f"seg{number}.dcm"))
         uploads += files
         studies.append(info.study_uid)
+        series.append(info.series_uid)
     orthanc.upload_files(uploads)
     (tmp_path / "uids.csv").write_text("StudyInstanceUID\n" + "\n".join(studies) + "\n")
     batch = tmp_path / "web.toml"
@@ -69,7 +70,8 @@ def test_compare_seg_series_on_a_dicomweb_server(
     )
     assert main(["compare", str(batch), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    first, second = report["cases"]
+    by_id = {case["id"]: case for case in report["cases"]}
+    first, second = by_id[series[0]], by_id[series[1]]
     assert first["problems"] == [] and second["problems"] == []
     assert "SEG series 200 'AI liver' by model" in first["found"]["AI"]
     (liver1,) = first["segments"]

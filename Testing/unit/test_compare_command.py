@@ -241,8 +241,10 @@ def write_seg(folder: Path, geometry, info, masks, *, reader: str, number: int, 
 
 def test_dicom_folder_compares_seg_series_by_reader_and_description(tmp_path: Path, capsys):
     data = tmp_path / "dicom"
+    series = {}
     for name, shift in (("p1", 0), ("p2", 3)):
         geometry, info = dicom_case(data, name)
+        series[name] = info.series_uid
         truth = np.zeros(geometry.shape, dtype=bool)
         truth[2:10, 5:15, 4:12] = True
         write_seg(data / name, geometry, info, [truth], reader="alice", number=100)
@@ -264,7 +266,9 @@ def test_dicom_folder_compares_seg_series_by_reader_and_description(tmp_path: Pa
     code = main(["compare", str(batch), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert code == 1  # two AI series match: a warning names the newest
-    first, second = report["cases"]
+    # Cases are in study order (random UIDs here): take them by their series.
+    by_id = {case["id"]: case for case in report["cases"]}
+    first, second = by_id[series["p1"]], by_id[series["p2"]]
     assert first["found"]["Alice"].startswith("SEG series 100 'Segmentation by alice' by alice")
     assert "SEG series 201 'AI v2'" in first["found"]["AI"]
     assert [p["code"] for p in first["problems"]] == ["multiple-series"]
@@ -429,3 +433,57 @@ def test_csv_cells_may_mix_dicom_seg_and_labelmap_files(tmp_path: Path) -> None:
     assert liver.matched_by == "code"
     assert liver.metrics.dice == pytest.approx(2 * 7 / 16)
     assert liver.metrics.hd_max_mm == pytest.approx(2.0, abs=1e-5)  # slices are 2 mm apart
+
+
+def test_dicom_seg_on_another_grid_is_resampled_only_when_allowed(tmp_path: Path) -> None:
+    """The SEG was drawn on a 2 mm series; the case's image is a 1 mm series of the same frame
+    of reference (same patient space)."""
+    frame = "1.2.826.0.1.3680043.8.498.99"
+
+    def same_frame(_k: int, ds) -> None:
+        ds.FrameOfReferenceUID = frame
+
+    fine = write_series(tmp_path / "fine", n=20, rows=24, cols=20, dz=1.0, tweak=same_frame)
+    # Slices half a millimetre off the 1 mm ones: the SEG's frames lie between the image's.
+    coarse = write_series(
+        tmp_path / "coarse",
+        n=10,
+        rows=24,
+        cols=20,
+        dz=2.0,
+        origin=(-5.0, -4.0, 10.5),
+        tweak=same_frame,
+    )
+    fine_volume, _, _ = read_dicom_files(fine)
+    coarse_volume, coarse_info, _ = read_dicom_files(coarse)
+    truth = np.zeros(coarse_volume.geometry.shape, dtype=bool)
+    truth[2:8, 5:15, 4:12] = True  # slice centres 4.5 to 14.5 mm above the first fine slice
+    seg = write_seg(tmp_path, coarse_volume.geometry, coarse_info, [truth], reader="a", number=1)
+    model = np.zeros(fine_volume.geometry.shape, dtype=np.uint8)
+    model[4:16, 5:15, 4:12] = 1  # slices 4 to 15 mm: the same slab on the 1 mm grid
+    image = sitk.GetImageFromArray(model)
+    image.SetOrigin(fine_volume.geometry.origin)
+    image.SetSpacing(fine_volume.geometry.spacing)
+    sitk.WriteImage(image, str(tmp_path / "model.nrrd"))
+    (tmp_path / "cases.csv").write_text(f"ID,image,truth,model\np1,fine,{seg},model.nrrd\n")
+    batch = tmp_path / "batch.toml"
+    text = '[source]\ntype = "csv"\npath = "cases.csv"\n' + SEGMENTS
+    text += '[compare]\ncolumns = ["truth", "model"]\n'
+    batch.write_text(text)
+    definition = load_batch(batch)
+    with open_source(definition) as source:
+        (refused,) = list(iter_comparisons(source, definition.compare))
+    (problem,) = refused.problems
+    assert problem.code is ProblemCode.MASK_GEOMETRY_MISMATCH and not refused.segments
+    assert "truth" in problem.message and "resample = true" in problem.message
+
+    batch.write_text(text + "resample = true\n")
+    definition = load_batch(batch)
+    with open_source(definition) as source:
+        (result,) = list(iter_comparisons(source, definition.compare))
+    assert result.resampled == ("truth",) and result.problems == ()
+    liver = next(s for s in result.segments if s.segment == "Liver")
+    assert liver.matched_by == "code" and liver.metrics.voxels_reference == 12 * 10 * 8
+    # Nearest neighbour puts each 1 mm slice on the closest 2 mm slice: at most one slice off.
+    assert liver.metrics.dice > 0.9
+    assert liver.metrics.hd_max_mm <= 1.0 + 1e-5

@@ -167,7 +167,7 @@ def compare_case(
     case: Case,
     spec: CompareSpec,
     *,
-    templates: Sequence[SegmentTemplate] = (),
+    templates: Sequence[SegmentTemplate] | None = None,
     cancel: CancelToken | None = None,
     source_lock: AbstractContextManager[Any] | None = None,
 ) -> CaseComparison:
@@ -182,7 +182,7 @@ def compare_case(
     spec
         The batch's ``[compare]`` table.
     templates
-        The batch's segment templates (names and codes of labelmap values).
+        Names and codes of labelmap values; the batch's ``[[segments]]`` when None.
     cancel
         Stops the work at the next check (raises :class:`~.errors.OperationCancelled`).
     source_lock
@@ -195,6 +195,8 @@ def compare_case(
         Never raises for a bad case: problems are in the result.
     """
     started = time.perf_counter()
+    if templates is None:
+        templates = source.batch.segments
     lock = source_lock or nullcontext()
     problems = list(case.problems)
     if has_errors(problems):
@@ -258,7 +260,7 @@ def iter_comparisons(
     spec: CompareSpec,
     cases: Iterable[Case] | None = None,
     *,
-    templates: Sequence[SegmentTemplate] = (),
+    templates: Sequence[SegmentTemplate] | None = None,
     workers: int = 2,
     progress: ProgressCallback = no_progress,
     cancel: CancelToken | None = None,
@@ -275,6 +277,8 @@ def iter_comparisons(
         The batch's ``[compare]`` table.
     cases
         The cases (all of the source's, listed lazily, when None).
+    templates
+        Names and codes of labelmap values; the batch's ``[[segments]]`` when None.
     workers
         Background threads; at most ``2 * workers`` cases are in flight.
     progress
@@ -363,7 +367,7 @@ class ComparisonJob:
         on_done: Callable[[BaseException | None], None] | None = None,
         on_progress: ProgressCallback = no_progress,
         cases: Sequence[Case] | None = None,
-        templates: Sequence[SegmentTemplate] = (),
+        templates: Sequence[SegmentTemplate] | None = None,
         workers: int = 2,
     ) -> None:
         self._args = (source, spec, cases)
