@@ -487,3 +487,43 @@ def test_dicom_seg_on_another_grid_is_resampled_only_when_allowed(tmp_path: Path
     # Nearest neighbour puts each 1 mm slice on the closest 2 mm slice: at most one slice off.
     assert liver.metrics.dice > 0.9
     assert liver.metrics.hd_max_mm <= 1.0 + 1e-5
+
+
+@pytest.mark.parametrize(
+    ("rules", "key", "needle"),
+    [
+        (
+            'name = "A"\nreader = "a"\n[[compare.series]]\nname = "B"\n',
+            "compare.series[1].name",
+            "neither reader nor description",
+        ),
+        (
+            'name = "A"\nreader = "a"\n[[compare.series]]\nname = "B"\ndescription = "AI("\n',
+            "compare.series[1].description",
+            "not a regular expression",
+        ),
+        (
+            'name = "A"\nreader = "a"\n[[compare.series]]\nname = "A"\nreader = "b"\n',
+            "compare.series",
+            "'A' is named twice",
+        ),
+        (
+            'name = "A"\nreader = "a"\nreadr = "x"\n',
+            "compare.series[0].readr",
+            "did you mean 'reader'",
+        ),
+    ],
+)
+def test_bad_series_rules_are_refused_with_their_line(
+    tmp_path: Path, rules: str, key: str, needle: str
+) -> None:
+    batch = tmp_path / "batch.toml"
+    batch.write_text(
+        '[source]\ntype = "dicom-folder"\npath = "."\n\n[compare]\n[[compare.series]]\n' + rules
+    )
+    with pytest.raises(BatchDefinitionError) as caught:
+        load_batch(batch)
+    error = caught.value
+    assert error.key == key and needle in str(error)
+    line = batch.read_text().splitlines()[error.line - 1]
+    assert key.split(".")[-1].split("[")[0] in line
