@@ -10,7 +10,9 @@ import pydicom
 import pytest
 from Qt import QtCore, QtGui, QtWidgets
 
+from CaseIteratorCoreLib.mrml_segmentation import node_to_segmentation
 from CaseIteratorCoreLib.seg_dicom import read_dicom_seg
+from CaseIteratorCoreLib.segmentation import AlgorithmType, Segment
 
 pytestmark = [pytest.mark.gui, pytest.mark.slicer]
 
@@ -176,3 +178,39 @@ def test_without_free_names_only_the_batch_segments_can_be_added(qtbot, reading)
     assert [a.text() for a in panel.add_menu.actions()] == ["Liver", "Liver lesion", "Aorta"]
     panel.add_menu.actions()[1].trigger()
     assert [s.name for s in editing.segments][-1] == "Liver lesion 2"
+
+
+def test_a_result_with_added_and_renamed_segments_reopens_as_it_was(qtbot, reading, drag) -> None:
+    window, editing = reading.window, reading.window.editing
+    panel = _panel(window)
+    assert panel.rename(0, "Right liver lobe")
+    panel.add_segment()
+    _type(qtbot, panel.row(3).editor, "Cyst")
+    panel.list.setCurrentRow(2)
+    window.tools.choose("threshold")
+    window.tools.threshold_low_slider.setValue(200)
+    qtbot.mouseClick(window.tools.threshold_apply_button, LEFT)
+    panel.list.setCurrentRow(3)
+    window.tools.choose("paint")
+    _stroke(reading, drag)
+    geometry = window.loaded.image.volume.geometry
+    saved = node_to_segmentation(editing.node, geometry, editing.segments)
+    before = [editing.painted_voxels(i) for i in range(4)]
+    assert before[2] > 0 and before[3] > 0
+
+    # The case opens again (as after a restart) and starts from that result.
+    templates = [Segment.from_template(t) for t in reading.batch.segments]
+    editing.start_case(window.scene.volume_node, templates)
+    editing.load_result(saved)
+    assert [s.name for s in editing.segments] == [
+        "Right liver lobe",
+        "Liver lesion",
+        "Aorta",
+        "Cyst",
+    ]
+    assert [editing.painted_voxels(i) for i in range(4)] == before
+    assert editing.is_template(0) and not editing.is_template(3)  # matched by its codes
+    assert editing.segments[2].algorithm == AlgorithmType.SEMIAUTOMATIC
+    assert editing.segments[2].algorithm_name == "Threshold"
+    assert panel.list.count() == 4 and panel.row(3).name.text() == "Cyst"
+    assert not editing.can_undo()
