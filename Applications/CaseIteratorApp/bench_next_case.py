@@ -124,6 +124,8 @@ class _Walk:
     ready_at_next: int = 0
     peak_rss_mb: float = 0.0
     volume_mb: list[float] = field(default_factory=list)
+    #: Resident memory when the walk starts, then after each "Next" (where the peak builds up).
+    rss_trace_mb: list[float] = field(default_factory=list)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -396,6 +398,7 @@ def _walk_prefetched(
     source, cache = sources.fresh("prefetch")
     gc.collect()
     rss.reset()
+    walk.rss_trace_mb.append(round(_rss_mb(), 1))
     try:
         with Prefetcher(
             source, cases, depth=options.depth, prefetch_delay_s=options.prefetch_delay_s
@@ -419,6 +422,7 @@ def _walk_prefetched(
                 walk.switch_s.append(done - got)
                 walk.volume_mb.append(loaded.nbytes / 2**20)
                 del loaded
+                walk.rss_trace_mb.append(round(_rss_mb(), 1))
                 report(
                     f"  prefetched: case {number + 1}/{len(cases)} in {done - started:.3f} s"
                     + ("" if was_ready else " (was not ready)")
@@ -520,7 +524,8 @@ def _server(
             raise BenchError("the link simulator forwards plain http:// only; use --link loopback")
         if parts.scheme == "http":  # every profile goes through the proxy, loopback included
             simulator = _testing_module("link_simulator")
-            link = simulator.LinkSimulator(
+            # In a process of its own: the link's CPU and GIL are not the app's.
+            link = simulator.LinkSimulatorProcess(
                 parts.hostname, parts.port or 80, simulator.PROFILES[options.link]
             )
             stack.callback(link.close)
@@ -638,6 +643,7 @@ def _results(
         "idle_rss_mb": round(idle_mb, 1),
         "rss_limit_mb": round(rss_limit, 1),
         "on_demand_peak_rss_mb": round(on_demand.peak_rss_mb, 1),
+        "prefetched_rss_trace_mb": prefetched.rss_trace_mb,
         "cases": len(prefetched.next_s) + 1,
         "nexts": len(prefetched.next_s),
         "pause_s": round(pause, 2),

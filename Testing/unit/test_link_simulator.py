@@ -33,6 +33,7 @@ from link_simulator import (
     PROFILES,
     LinkProfile,
     LinkSimulator,
+    LinkSimulatorProcess,
 )
 from orthanc_server import OrthancServer, free_port
 
@@ -200,6 +201,19 @@ def test_forwards_chunked_responses_byte_exactly(link: Callable, backend: tuple)
 
 
 # -- shaping ---------------------------------------------------------------------------------
+
+
+def test_a_link_in_its_own_process_forwards_exactly_and_stops(backend: tuple) -> None:
+    with LinkSimulatorProcess(*backend, GIGABIT) as sim:
+        process = sim._process
+        started = time.perf_counter()
+        body = requests.get(f"{sim.url}/blob/{10 * MB}", timeout=30).content
+        elapsed = time.perf_counter() - started
+    assert body == payload(10 * MB)
+    assert elapsed >= 10 * MB * 8 / GIGABIT.bandwidth_bps  # shaped like the in-process link
+    assert process.returncode is not None  # closed: the process is gone
+    with pytest.raises(ValueError, match="named profiles"):
+        LinkSimulatorProcess(*backend, dataclasses.replace(GIGABIT, rtt_s=0.5))
 
 
 def test_bandwidth_is_capped(link: Callable) -> None:

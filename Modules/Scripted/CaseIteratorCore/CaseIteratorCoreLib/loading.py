@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .allocator import release_free_memory
 from .cases import Case, DicomSeriesRef, ImageFileRef, ImageRef
 from .dicom_series import DicomSeriesInfo, SeriesTolerances
 from .errors import CaseIteratorError, CaseLoadError, OperationCancelled
@@ -274,6 +275,21 @@ def load_case(
         When the main image cannot be read; its ``problems`` say why, naming files and slices.
         Problems with masks or extra images are warnings on the returned case instead.
     """
+    try:
+        return _load_case(source, case, tolerances, progress, cancel)
+    finally:
+        # The files read and slices decoded were freed into this thread's malloc arena:
+        # give them back, so memory holds the cases and not every loader's high-water mark.
+        release_free_memory()
+
+
+def _load_case(
+    source: BatchSource,
+    case: Case,
+    tolerances: SeriesTolerances | None,
+    progress: ProgressCallback,
+    cancel: CancelToken | None,
+) -> LoadedCase:
     problems = list(case.problems)
     if has_errors(problems) or case.image is None:
         raise CaseLoadError(

@@ -34,6 +34,9 @@ Memory
     with the lowest priority goes first; the current and next cases are never evicted: if those
     two alone exceed the cap they are kept anyway and :attr:`Prefetcher.over_cap` says so (and a
     warning is logged). A prefetch is not started when it cannot fit beside the cases before it.
+    After each retrieval and decode the worker returns the allocator's free pages to the
+    system (:func:`.allocator.release_free_memory`): the process holds the cases, not the
+    high-water mark of every worker thread's buffers.
 Failures
     A case that fails is retried once (after the first attempts of the other cases), then
     reported :attr:`LoadState.FAILED` with the reason; it never blocks the others.
@@ -60,6 +63,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .allocator import release_free_memory
 from .batch_file import PrefetchSpec
 from .cases import Case, ImageRef
 from .dicom_series import SeriesTolerances
@@ -653,6 +657,7 @@ class Prefetcher:
                         self._failed(job, error)
                 self._cond.notify_all()
             self._dispatch()
+            release_free_memory()  # the received files' buffers, kept by this thread's arena
 
     def _decode_loop(self, interactive: bool) -> None:
         pick = functools.partial(self._next_decode, interactive)
