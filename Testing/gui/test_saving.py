@@ -54,6 +54,10 @@ def test_reopening_a_saved_case_starts_from_the_save(qtbot, reading, reading_fac
             again.wait_shown(0)
         assert again.window.editing.painted_voxels(0) == painted
         assert not again.window.editing.modified
-        assert "resumed from your save" in again.window.banner.text.text().lower()
+        text = again.window.banner.text.text()
+        assert "resumed from your save" in text.lower()
+        # Where it came from, short: the result's file name, not its folder.
+        saved = next(reading.batch.output.folder.rglob("*.dcm"))
+        assert saved.name in text and str(saved.parent) not in text
     finally:
         again.close()
