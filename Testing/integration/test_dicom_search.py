@@ -245,12 +245,27 @@ def test_thumbnails_from_the_server_rendered_or_retrieved(
     from_file, _ = _local_thumbnail(database, uids)
     study_uid, series_uid = uids["p1-venous"]
     with DicomWebSearch(server) as web:
-        # The instance itself, windowed here: the same picture as from the file.
-        retrieved = thumbnail_from_server(web, study_uid, series_uid, rendered=False)
-        assert np.array_equal(retrieved, from_file)
-        rendered = thumbnail_from_server(web, study_uid, series_uid, size=16)
+        answers: list[tuple[str, int]] = []
+        web.client._session.hooks["response"].append(
+            lambda response, *a, **k: answers.append((response.url, response.status_code))
+        )
+        # The instance itself, windowed here: the same picture as from the file, whether the
+        # middle one is found by its number (n_images known), by listing them all, or by
+        # listing after the number was not there (a series not numbered 1..n).
+        for n_images in (6, None, 99):
+            retrieved = thumbnail_from_server(
+                web, study_uid, series_uid, rendered=False, n_images=n_images
+            )
+            assert np.array_equal(retrieved, from_file), n_images
+        answers.clear()
+        rendered = thumbnail_from_server(web, study_uid, series_uid, size=16, n_images=6)
         assert rendered.dtype == np.uint8 and 0 < max(rendered.shape) <= 16
         assert rendered.min() < rendered.max()
+        # Rendered by the server (a small PNG), not retrieved as a DICOM instance.
+        assert [status for url, status in answers if url.endswith("/rendered?viewport=16,16")] == [
+            200
+        ]
+        assert not [url for url, _ in answers if "/instances/" in url and "rendered" not in url]
 
 
 def _site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: ServerSettings) -> None:
