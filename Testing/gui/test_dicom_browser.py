@@ -122,8 +122,12 @@ def test_search_a_server_and_start_a_batch_from_a_series(
     qtbot.waitUntil(lambda: tab.series.rowCount() == 2, timeout=WAIT_MS)
     tab.series.selectRow(0)
     assert again.addable_batches() == [path]
-    with qtbot.waitSignal(again.batch_created, timeout=WAIT_MS):
-        again.add_to(path)
+    again.add_menu.aboutToShow.emit()  # what opening the "Add to batch…" menu does
+    (action,) = again.add_menu.actions()
+    assert action.text() == f"{path.stem}  (being read)"
+    with qtbot.waitSignal(again.batch_created, timeout=WAIT_MS) as added:
+        action.trigger()
+    assert added.args[0] == path
     with open_source(load_batch(path)) as source:
         assert sorted(c.id for c in source.iter_cases()) == sorted(u[1] for u in uids)
     _close(again)
