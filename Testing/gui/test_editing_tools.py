@@ -70,6 +70,9 @@ def test_threshold_starts_at_otsu_pulses_and_is_saved_as_semiautomatic(qtbot, re
     otsu, top = effect.get_threshold_min_max_values()
     low, high = editing.image_range()
     assert low < otsu < high and top == high  # Otsu's threshold up to the brightest voxel
+    effect.auto_threshold()  # ITK's Otsu over every voxel agrees (within a histogram bin)
+    assert effect.get_threshold_min_max_values()[0] == pytest.approx(otsu, abs=(high - low) / 100)
+    effect.set_threshold_min_max_values((otsu, top))
     assert (tools.threshold_min.value(), tools.threshold_max.value()) == (round(otsu), high)
     assert tools.threshold_low_slider.value() == round(otsu)
 

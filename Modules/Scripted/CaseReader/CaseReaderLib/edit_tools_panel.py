@@ -348,8 +348,7 @@ class EditToolsPanel(QtWidgets.QWidget):
         effect = self._threshold_effect()
         if effect is None:
             return
-        effect.auto_threshold()  # Otsu, from the threshold to the image's maximum
-        self._set_threshold_boxes(*effect.get_threshold_min_max_values())
+        self._set_threshold_boxes(*self._editing.otsu_range())
         self._on_threshold_changed()
 
     def _on_threshold_apply(self) -> None:

@@ -31,6 +31,7 @@ from CaseIteratorCoreLib.mrml_segmentation import (
 )
 from CaseIteratorCoreLib.segmentation import AlgorithmType, Segment, Segmentation
 
+from .otsu import otsu_threshold
 from .reading_scene import ReadingScene
 from .segment_guard import SegmentGuard, segment_tag
 
@@ -472,6 +473,20 @@ class SegmentEditing:
             return (0.0, 0.0)
         low, high = volume.GetImageData().GetScalarRange()
         return (float(low), float(high))
+
+    def otsu_range(self) -> tuple[float, float]:
+        """The Threshold tool's default range: Otsu's threshold of the image up to its maximum.
+
+        From a sample of the voxels (:mod:`.otsu`, ~10 ms), not trame-slicer's full-volume ITK
+        calculator (about a second on a CT: a freeze when the tool is picked).
+        """
+        from vtk.util.numpy_support import vtk_to_numpy
+
+        volume = self._scene.volume_node
+        if volume is None or volume.GetImageData() is None:
+            return (0.0, 0.0)
+        scalars = volume.GetImageData().GetPointData().GetScalars()
+        return (otsu_threshold(vtk_to_numpy(scalars)), self.image_range()[1])
 
     def labels(self) -> np.ndarray:
         """Painted voxels as one label array on the image grid (``[k, j, i]``; 0 = none).
