@@ -156,6 +156,13 @@ def test_show_more_pages_and_closing_mid_search_leaves_nothing_running(
     assert not tab.more_button.isVisible()
     assert len({r.study_uid for r in tab.studies.records()}) == 3
     assert tab.patients.rowCount() == 4  # all patients + 3
+    # Choosing a patient narrows the studies to theirs (and selects the only one).
+    tab.patients.selectRow(2)
+    patient = tab.patients.record(2)
+    assert [s.patient_id for s in tab.studies.records()] == [patient.patient_id]
+    qtbot.waitUntil(lambda: tab.series.rowCount() == 2, timeout=WAIT_MS)
+    tab.patients.selectRow(0)  # "All patients"
+    assert tab.studies.rowCount() == 3
     # Close while a search and thumbnails are under way: the dialog waits for its threads.
     tab.studies.selectAll()
     tab.run_search()
