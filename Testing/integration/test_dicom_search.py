@@ -32,6 +32,7 @@ from CaseIteratorCoreLib.dicom_search import (
     SearchFilters,
 )
 from CaseIteratorCoreLib.dicomweb_connection import ServerUnreachable
+from CaseIteratorCoreLib.errors import BatchDefinitionError
 from CaseIteratorCoreLib.series_thumbnail import (
     series_thumbnail,
     thumbnail_from_server,
@@ -320,3 +321,16 @@ def test_batch_from_a_local_selection_round_trips(tmp_path: Path, database: Path
     with open_source(load_batch(first.path)) as source:
         assert uids["p3-lung"][1] in [c.id for c in source.iter_cases()]
     assert set(batches_for(origin, tmp_path)) == {first.path, second.path}
+    # A listed series the database no longer holds is skipped with the reason; a list of
+    # nothing the database holds is refused, naming the list.
+    add_to_batch(second.path, origin, [SelectedItem("2.25.1", "2.25.2")])
+    with open_source(load_batch(second.path)) as source:
+        assert [c.id for c in source.iter_cases()] == [uids["p3-lung"][1]]
+        (skipped,) = source.skipped
+    assert skipped.reason == "series 2.25.2 of study 2.25.1 is not in the DICOM database"
+    gone = write_batch(origin, [SelectedItem("2.25.3")], folder=tmp_path)
+    with (
+        open_source(load_batch(gone.path)) as source,
+        pytest.raises(BatchDefinitionError, match="none of the studies and series"),
+    ):
+        list(source.iter_cases())

@@ -69,6 +69,8 @@ class DicomDatabaseSource(BatchSource):
         self.rule = rule
         self.query = dict(query or {})
         self._series: list[SeriesSummary] | None = None
+        #: (study, series) rows of the uid list that the database does not hold.
+        self._not_found: list[tuple[str, str]] = []
 
     @classmethod
     def from_batch(cls, batch: BatchDefinition) -> DicomDatabaseSource:
@@ -129,18 +131,31 @@ class DicomDatabaseSource(BatchSource):
             rows = [{k.strip().lower(): (v or "").strip() for k, v in r.items() if k} for r in
                     csv.DictReader(handle)]  # fmt: skip
         wanted = {(r.get("studyinstanceuid", ""), r.get("seriesinstanceuid", "")) for r in rows}
-        return [
+        kept = [
             s
             for s in summaries
             if (s.study_uid, s.series_uid) in wanted or (s.study_uid, "") in wanted
         ]
+        found = {(s.study_uid, s.series_uid) for s in kept} | {(s.study_uid, "") for s in kept}
+        self._not_found = sorted(w for w in wanted if w[0] and w not in found)
+        return kept
 
     def iter_cases(
         self, progress: ProgressCallback = no_progress, cancel: CancelToken | None = None
     ) -> Iterator[Case]:
         summaries = self.scan(progress, cancel)
         self._skipped.clear()
+        for study, series in self._not_found:
+            what = f"series {series} of study {study}" if series else f"study {study}"
+            self._skip(self.uid_list, f"{what} is not in the DICOM database")
         chosen = select_image_series(summaries, self.rule, self._skip, _series_path)
+        if not summaries and self.uid_list is not None:
+            raise BatchDefinitionError(
+                self.uid_list,
+                f"none of the studies and series it lists is in the DICOM database {self.folder}.",
+                fix=f"import them with 'caseiterator import FOLDER --db {self.folder}' (or "
+                "retrieve them again), or list other series.",
+            )
         if not summaries:
             matching = (
                 " matching " + ", ".join(f"{k}={v}" for k, v in self.query.items())
