@@ -28,6 +28,7 @@ class Finished:
 
     job: Callable[[], Any]
     on_done: Callable[[Finished], None] | None
+    key: str | None = None
     result: Any = None
     error: BaseException | None = None
 
@@ -41,8 +42,9 @@ class DiskWorker(QtCore.QObject):
         super().__init__(parent)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caseiterator-disk")
         self._done: collections.deque[Finished] = collections.deque()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._pending = 0
+        self._pending_keys: collections.Counter[str] = collections.Counter()
         self._closed = False
         self._wake.connect(self.deliver, QtCore.Qt.ConnectionType.QueuedConnection)
 
@@ -53,14 +55,23 @@ class DiskWorker(QtCore.QObject):
             return self._pending > 0
 
     def submit(
-        self, job: Callable[[], Any], on_done: Callable[[Finished], None] | None = None
+        self,
+        job: Callable[[], Any],
+        on_done: Callable[[Finished], None] | None = None,
+        *,
+        key: str | None = None,
     ) -> None:
-        """Run ``job()`` after the jobs before it; ``on_done`` gets its outcome (GUI thread)."""
+        """Run ``job()`` after the jobs before it; ``on_done`` gets its outcome (GUI thread).
+
+        ``key`` (a case id) lets :meth:`wait_for` wait for this case's jobs only.
+        """
         if self._closed:
             raise RuntimeError("the disk worker is closed")
         with self._lock:
             self._pending += 1
-        self._executor.submit(self._run, Finished(job, on_done))
+            if key is not None:
+                self._pending_keys[key] += 1
+        self._executor.submit(self._run, Finished(job, on_done, key))
 
     def _run(self, item: Finished) -> None:
         try:
@@ -70,7 +81,12 @@ class DiskWorker(QtCore.QObject):
             item.error = exc
         with self._lock:
             self._pending -= 1
+            if item.key is not None:
+                self._pending_keys[item.key] -= 1
+                if self._pending_keys[item.key] <= 0:
+                    del self._pending_keys[item.key]
             self._done.append(item)
+            self._lock.notify_all()
         self._wake.emit()
 
     def deliver(self) -> None:
@@ -92,6 +108,14 @@ class DiskWorker(QtCore.QObject):
         self._executor.submit(marker.set)
         marker.wait()
         self.deliver()
+
+    def wait_for(self, key: str, timeout: float | None = None) -> bool:
+        """Wait until no job with ``key`` waits or runs (any thread but the disk thread).
+
+        Returns False when ``timeout`` passed first.
+        """
+        with self._lock:
+            return self._lock.wait_for(lambda: self._pending_keys[key] <= 0, timeout)
 
     def wait_idle(self) -> None:
         """Wait until the jobs given so far have run (any thread but the disk thread)."""

@@ -407,7 +407,9 @@ class ReadingWindow(QtWidgets.QMainWindow):
             return outcome
 
         self.disk.submit(
-            write, lambda done: self._on_saved(done, index, case, loaded, layers, draft)
+            write,
+            lambda done: self._on_saved(done, index, case, loaded, layers, draft),
+            key=case.id,
         )
 
     def _on_saved(
@@ -540,8 +542,9 @@ class ReadingWindow(QtWidgets.QMainWindow):
         """
         case = loaded.case
         # A save, draft or removal still on its way for this case lands first: the lookup
-        # then finds the newest result (a Save & Next, then Previous at once).
-        self.disk.wait_idle()
+        # then finds the newest result (a Save & Next, then Previous at once). Other cases'
+        # writes are not waited for: the next case opens while the last one is saved.
+        self.disk.wait_for(case.id)
         self.saver.prepare_resume(loaded)
         geometry = loaded.image.volume.geometry
         note = ""
@@ -626,7 +629,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
             self._write_draft(case, loaded)
         elif self._draft_case == case.id:
             self._draft_case = None
-            self.disk.submit(lambda: self.drafts.discard(case.id))
+            self.disk.submit(lambda: self.drafts.discard(case.id), key=case.id)
 
     def _write_draft(self, case: Case, loaded: LoadedCase) -> None:
         started = time.perf_counter()
@@ -638,7 +641,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self.last_draft_copy_seconds = time.perf_counter() - started
         draft = Draft(case.id, layers, time.time(), case.name, self._starting_point)
         self._draft_case = case.id
-        self.disk.submit(lambda: self.drafts.save(draft), self._on_draft_written)
+        self.disk.submit(lambda: self.drafts.save(draft), self._on_draft_written, key=case.id)
 
     def _on_draft_written(self, done: Finished) -> None:
         if done.error is not None:
@@ -657,7 +660,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self._autosave.stop()
         self.editing.mark_saved()
         self._draft_case = None
-        self.disk.submit(lambda: self.drafts.discard(case.id))
+        self.disk.submit(lambda: self.drafts.discard(case.id), key=case.id)
 
     def _on_failed(self, case_id: str, reason: str) -> None:
         case = self.session.current_case
