@@ -231,14 +231,31 @@ def test_cancelled_import_leaves_the_browser_ready(qtbot, tmp_path: Path, no_lea
     dialog = _browser(qtbot, database_dir=tmp_path / "db")
     bar = dialog.import_bar
     bar.start_import(tmp_path / "incoming")
-    with qtbot.waitSignal(bar.failed, timeout=WAIT_MS) as failed:
-        qtbot.mouseClick(bar.cancel_button, LEFT)
-    assert "cancelled" in failed.args[0]
+    qtbot.mouseClick(bar.cancel_button, LEFT)
+    assert bar.status.text().startswith("Import cancelled")
     assert bar.import_button.isEnabled() and not bar.progress.isVisible()
+    assert not dialog.current_tab.banner.isVisible()  # a cancel is not a problem
     _close(dialog)
     # What came in before the cancel stays (nothing, when it was cancelled before it began).
     studies = LocalDatabaseSearch(tmp_path / "db").search_studies(SearchFilters()).items
     assert len(studies) <= 1
+
+
+def test_failed_import_is_shown_in_the_banner(qtbot, tmp_path: Path, no_leaks) -> None:
+    _two_series(tmp_path / "incoming", "FAIL-1")
+    not_a_database = tmp_path / "my-files"
+    not_a_database.mkdir()
+    (not_a_database / "notes.txt").write_text("mine")
+    dialog = _browser(qtbot, database_dir=not_a_database)
+    tab = dialog.current_tab
+    with qtbot.waitSignal(dialog.import_bar.failed, timeout=WAIT_MS):
+        dialog.import_bar.start_import(tmp_path / "incoming")
+    assert tab.banner.isVisible()
+    assert tab.banner.title.text() == "The import stopped"
+    assert "not a CaseIterator DICOM database" in tab.banner.text.text()
+    assert dialog.import_bar.import_button.isEnabled()
+    assert sorted(p.name for p in not_a_database.iterdir()) == ["notes.txt"]  # untouched
+    _close(dialog)
 
 
 def test_import_folder_dialog_stays_in_allowed_folders(qtbot, tmp_path: Path, no_leaks) -> None:

@@ -78,7 +78,7 @@ class ImportBar(QtWidgets.QFrame):
     imported(object)
         An import finished: its :class:`ImportReport`.
     failed(str)
-        An import failed or was cancelled: what to tell the reader.
+        An import failed: what to tell the reader (a cancel is only said in the bar).
     """
 
     imported = QtCore.Signal(object)
@@ -154,9 +154,7 @@ class ImportBar(QtWidgets.QFrame):
         """Stop the import; what was imported stays in the database."""
         self.runner.cancel(self._key)
         self._finish()
-        message = "Import cancelled; the images imported before stay in the database."
-        self.status.setText(message)
-        self.failed.emit(message)
+        self.status.setText("Import cancelled; the images imported before stay in the database.")
 
     def _progress(self, done: int, total: int | None, message: str) -> None:
         if total:
@@ -178,6 +176,5 @@ class ImportBar(QtWidgets.QFrame):
         self._finish()
         if isinstance(exc, OperationCancelled):
             return
-        message = f"The import stopped: {exc}"
         self.status.setText("Import failed")
-        self.failed.emit(message)
+        self.failed.emit(str(exc))

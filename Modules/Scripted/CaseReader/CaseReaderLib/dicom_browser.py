@@ -137,7 +137,7 @@ class DicomBrowserDialog(QtWidgets.QDialog):
                 )
                 self.import_bar.imported.connect(lambda _report, t=tab: t.run_search())
                 self.import_bar.failed.connect(
-                    lambda text, t=tab: t.banner.show_message("Import", text, kind="info")
+                    lambda text, t=tab: t.banner.show_message("The import stopped", text)
                 )
                 tab.top.addWidget(self.import_bar)
             self.tabs.addTab(tab, search.name)
