@@ -12,7 +12,7 @@ from Qt import QtCore
 
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.dicom_search import LocalDatabaseSearch, SearchFilters
-from CaseIteratorCoreLib.server_settings import ServerSettings
+from CaseIteratorCoreLib.server_settings import AuthKind, SecretRef, ServerSettings
 from CaseIteratorCoreLib.sources import open_source
 from CaseReaderLib.browser_import import ImportFolderDialog
 from CaseReaderLib.dicom_browser import DicomBrowserDialog
@@ -188,6 +188,31 @@ def test_unreachable_server_is_named_calmly_in_its_tab(qtbot, tmp_path: Path, no
     tab.run_search()
     assert tab.banner.title.text() == "Check the search fields"
     assert "swap" in tab.banner.text.text()
+    _close(dialog)
+
+
+def test_refused_credentials_name_where_the_password_comes_from(
+    qtbot, tmp_path: Path, orthanc_factory, monkeypatch: pytest.MonkeyPatch, no_leaks
+) -> None:
+    secured = orthanc_factory(users={"reader": "right-password"})
+    monkeypatch.setenv("BROWSER_TEST_PASSWORD", "wrong-password")
+    server = ServerSettings(
+        name="secure-pacs",
+        url=secured.dicomweb_url,
+        auth=AuthKind.BASIC,
+        username="reader",
+        secret=SecretRef(env="BROWSER_TEST_PASSWORD"),
+        retries=0,
+    )
+    dialog = _browser(qtbot, servers={"secure-pacs": server}, database_dir=tmp_path / "db")
+    dialog.tabs.setCurrentIndex(1)
+    tab = dialog.current_tab
+    tab.run_search()
+    qtbot.waitUntil(tab.banner.isVisible, timeout=WAIT_MS)
+    assert tab.banner.title.text() == "secure-pacs refused the search"
+    text = tab.banner.text.text()
+    assert "401" in text and "$BROWSER_TEST_PASSWORD" in text
+    assert "wrong-password" not in text  # never the secret
     _close(dialog)
 
 
