@@ -347,3 +347,15 @@ def test_the_case_list_shows_what_is_loaded_ahead(qtbot, reading) -> None:
     qtbot.waitUntil(lambda: case_list.prefetch_state_of(1) == "ready", timeout=SHOW_TIMEOUT_MS)
     assert "Loaded: opens at once" in case_list.list.item(1).toolTip()
     assert case_list.prefetch_state_of(0) == "ready"  # the case on screen
+
+
+def test_save_and_next_then_previous_at_once_shows_the_save(qtbot, reading, drag) -> None:
+    window = reading.window
+    painted = _paint(qtbot, reading, drag)
+    window.save_and_next()  # the save may still be on its way when the reader goes back
+    window.previous_case()
+    reading.wait_shown(0)
+    assert window.editing.painted_voxels(0) == painted
+    assert not window.editing.modified
+    assert "resumed from your save" in window.banner.text.text().lower()
+    assert window.case_list.status_of(0) is CaseStatus.DONE
