@@ -202,8 +202,10 @@ def thumbnail_from_server(
             return shrink(_decode_png(content), size)
         except (ServerAuthError, ServerUnreachable):
             raise
-        except (ServerError, OSError, ValueError):
-            pass  # the server does not render (or sent what Pillow cannot read): retrieve
+        except (ServerError, OSError, ValueError, ImportError):
+            # The server does not render, sent what Pillow cannot read, or there is no
+            # Pillow (it comes with highdicom): retrieve the instance instead.
+            pass
     check_cancel(cancel)
     with server_errors(search.server, f"retrieving an image of series {series_uid}"):
         ds = client.retrieve_instance(study_uid, series_uid, sop_uid)
