@@ -16,7 +16,7 @@
 # CaseIterator install replaces it; a non-empty folder that is not one is refused.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 say() { echo "[install] $*"; }
 die() {
     echo "[install] ERROR: $*" >&2
@@ -60,6 +60,9 @@ fi
 prefix="${prefix%/}"
 [[ -n $prefix && $prefix != "/" ]] || die "refusing to install into '/'"
 
+[[ "$HERE" != "$(cd "$prefix" 2>/dev/null && pwd -P)" ]] ||
+    die "this is the installed copy in $prefix: run install.sh of the new bundle"
+
 # An earlier install in the same place is replaced (its own uninstall removes it cleanly).
 if [[ -e $prefix ]]; then
     if [[ -f $prefix/share/install-manifest.txt && -x $prefix/uninstall.sh ]]; then
@@ -71,7 +74,6 @@ if [[ -e $prefix ]]; then
         die "$prefix exists and is not a CaseIterator install: choose another --prefix"
     fi
 fi
-[[ "$HERE" != "$prefix" ]] || die "the bundle is already at $prefix"
 
 # Folders above the prefix that this install makes (recorded below, removed by uninstall).
 made_above=()
