@@ -243,8 +243,8 @@ class ResultSaver:
         SaveOutcome
             ``written`` is False while the results layer is not installed.
         """
+        counts = layers.voxel_counts()  # in the painted boxes: no full-grid pass
         segmentation = layers.to_segmentation()
-        counts = segmentation.voxel_counts()
         if not results_layer_available():
             log.info(
                 "case %s: results layer not installed; %d painted voxels not written",
