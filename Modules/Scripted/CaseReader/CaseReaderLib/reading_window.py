@@ -169,7 +169,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self._segments = tuple(Segment.from_template(t) for t in session.batch.segments)
         self._closing = False
         # Drafts found by the loader's worker, taken when their case is shown.
-        self._found: dict[str, tuple[Segmentation | None, Draft | None, str]] = {}
+        self._found: dict[str, tuple[Segmentation | None, Draft | None, tuple[str, str]]] = {}
         self._found_lock = threading.Lock()
         self._starting_point = ""  # where the current case's starting segmentation came from
         self._draft_case: str | None = None  # the case whose draft is (being) written
@@ -504,7 +504,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         segmentation_node = self.editing.start_case(node, self._segments)
         resumed = self.saver.take_resume(case.id)
         with self._found_lock:
-            ordered, draft, note = self._found.pop(case.id, (None, None, ""))
+            ordered, draft, (title, note) = self._found.pop(case.id, (None, None, ("", "")))
         self._starting_point = resumed.description if resumed is not None else ""
         self._draft_case = None
         if draft is not None and ordered is not None:
@@ -512,7 +512,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         elif resumed is not None:
             self._start_from(segmentation_node, resumed)
         if note:
-            self.banner.show_message("Unsaved edits set aside", note, kind="info")
+            self.banner.show_message(title, note, kind="info")
         self.scene.show_volume(node)
         self.loaded = loaded
         modality = case.details.get("modality")
@@ -548,6 +548,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self.saver.prepare_resume(loaded)
         geometry = loaded.image.volume.geometry
         note = ""
+        title = "Unsaved edits set aside"
         draft: Draft | None = None
         try:
             draft = self.drafts.load(case.id, geometry)
@@ -561,6 +562,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         if draft is not None and saved_at is not None and saved_at > draft.saved_at:
             log.info("draft of case %s is older than the reader's save: dropped", case.label)
             self.drafts.discard(case.id)
+            title = "Older unsaved edits dropped"
             note = (
                 f"Your unsaved edits of {clock(draft.saved_at)} were older than your later "
                 "save; the save is shown."
@@ -568,7 +570,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
             draft = None
         ordered = self._ordered(draft.layers.to_segmentation()) if draft is not None else None
         with self._found_lock:
-            self._found[case.id] = (ordered, draft, note)
+            self._found[case.id] = (ordered, draft, (title, note))
 
     def _ordered(self, segmentation: Segmentation) -> Segmentation:
         """``segmentation`` with the batch's segments first, in template order (by name)."""
