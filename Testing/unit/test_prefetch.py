@@ -8,10 +8,12 @@ as a failure instead of a hang.
 from __future__ import annotations
 
 import collections
+import gc
 import logging
 import shutil
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -203,6 +205,23 @@ def test_a_jump_cancels_the_old_neighbourhood(table: Path, no_new_threads: None)
         assert paths[2] not in source.calls  # queued work was dropped before it started
         with pytest.raises(LookupError, match="set_current"):
             prefetcher.get(1)
+
+
+def test_cases_that_leave_the_window_free_their_memory(table: Path, no_new_threads: None) -> None:
+    # Memory a reader would notice: an idle decode worker must not keep the last case it
+    # decoded (a whole volume) alive after the prefetcher let go of it.
+    source = open_table(table)
+    cases = list(source.iter_cases())
+    with Prefetcher(source, cases, depth=2, prefetch_delay_s=0) as prefetcher:
+        prefetcher.set_current(0)  # the interactive worker decodes case 0, then has no work
+        wait_until(settled(prefetcher, [0, 1, 2]))
+        volumes = {i: weakref.ref(prefetcher.peek(i).image.volume.array) for i in (0, 1, 2)}
+        prefetcher.set_current(1)
+        wait_until(settled(prefetcher, [1, 2, 3, 0]))
+        prefetcher.set_current(3)  # 0 and 1 leave the window; nothing new for that worker
+        wait_until(settled(prefetcher, [3, 4, 5, 2]))
+        gc.collect()
+        assert [i for i, ref in volumes.items() if ref() is not None] == [2]
 
 
 def test_get_waits_and_times_out(table: Path, no_new_threads: None) -> None:

@@ -684,6 +684,9 @@ class Prefetcher:
                     elif error is not None:
                         self._failed(job, error)
                 self._cond.notify_all()
+            # Drop this frame's references before waiting for the next job: an idle worker
+            # would otherwise keep its last case (a whole volume) alive after it is evicted.
+            loaded = error = None
             self._dispatch()
 
     def _ready(self, job: _Job, loaded: LoadedCase) -> None:
