@@ -210,14 +210,48 @@ def compare_case(
                 source, case, spec, grid, info, templates=templates, cancel=cancel
             )
             problems += found
+    return compare_segmentations(
+        case, spec, loaded, problems, grid_found=grid is not None, started=started, cancel=cancel
+    )
+
+
+def compare_segmentations(
+    case: Case,
+    spec: CompareSpec,
+    loaded: Sequence[LoadedSegmentation],
+    problems: Sequence[Problem] = (),
+    *,
+    grid_found: bool = True,
+    started: float | None = None,
+    cancel: CancelToken | None = None,
+) -> CaseComparison:
+    """Compare segmentations already read onto the case's image grid (see :func:`compare_case`).
+
+    The reading app reads them itself (it shows them too) and calls this in its worker.
+
+    Parameters
+    ----------
+    case
+        The case.
+    spec
+        The batch's ``[compare]`` table (names and the reference).
+    loaded
+        The segmentations found, on the image grid (:func:`.comparison_inputs.load_segmentations`).
+    problems
+        What reading them reported (kept in the result).
+    grid_found
+        Whether the image grid was known (else no "reference missing" is added).
+    started
+        ``time.perf_counter()`` when the case's work began (for ``seconds``).
+    cancel
+        Stops the work between segmentations.
+    """
+    started = time.perf_counter() if started is None else started
+    problems = list(problems)
     by_name = {item.name: item for item in loaded}
     reference = by_name.get(spec.reference)
     segments: list[SegmentComparison] = []
-    if (
-        grid is not None
-        and reference is None
-        and not any(spec.reference in p.message for p in problems)
-    ):
+    if grid_found and reference is None and not any(spec.reference in p.message for p in problems):
         problems.append(
             Problem(ProblemCode.MISSING_FILE, f"the reference {spec.reference!r} is missing")
         )
@@ -571,6 +605,7 @@ __all__ = [
     "SegmentSummary",
     "compare_case",
     "compare_loaded",
+    "compare_segmentations",
     "csv_rows",
     "iter_comparisons",
     "report_json",

@@ -79,12 +79,16 @@ class LoadedSegmentation:
         Its segments and voxels, on the image grid.
     resampled
         Whether it was resampled from another grid (``resample = true``).
+    seg_header
+        The header of the DICOM SEG instance it was read from (None for other files): a
+        result derived from it references it.
     """
 
     name: str
     where: str
     segmentation: Segmentation
     resampled: bool = False
+    seg_header: Dataset | None = None
 
 
 @dataclass(frozen=True)
@@ -374,7 +378,7 @@ def load_segmentations(
     """
     loaded: list[LoadedSegmentation] = []
     problems: list[Problem] = []
-    files: list[tuple[str, Path | Callable[[], Path], str]] = []
+    files: list[tuple[str, Path | Callable[[], Path], str, Dataset | None]] = []
     if spec.columns:
         by_role = {ref.role: ref for ref in case.masks}
         row = case.details.get("row", "?")
@@ -387,9 +391,9 @@ def load_segmentations(
                     )
                 )
             elif isinstance(ref, ImageFileRef):
-                files.append((name, ref.path, str(ref.path)))
+                files.append((name, ref.path, str(ref.path), None))
             elif isinstance(ref, DicomSeriesRef) and ref.files:
-                files.append((name, ref.files[0], str(ref.files[0])))
+                files.append((name, ref.files[0], str(ref.files[0]), None))
     else:
         try:
             candidates = seg_series_candidates(source, case)
@@ -428,8 +432,8 @@ def load_segmentations(
                         severity=Severity.WARNING,
                     )
                 )
-            files.append((name, chosen.fetch, chosen.describe()))
-    for name, target, where in files:
+            files.append((name, chosen.fetch, chosen.describe(), chosen.header))
+    for name, target, where, header in files:
         check_cancel(cancel)
         try:
             path = target() if callable(target) else target
@@ -456,7 +460,9 @@ def load_segmentations(
                 )
             )
             continue
-        loaded.append(LoadedSegmentation(name, where, segmentation, resampled))
+        if header is None and _is_dicom_seg(path):
+            header, _ = read_header(path, tags=SEG_TAGS)
+        loaded.append(LoadedSegmentation(name, where, segmentation, resampled, header))
     return loaded, problems
 
 

@@ -484,6 +484,8 @@ def build_dicom_seg(
     kind: SegKind | str = SegKind.BINARY,
     series_description: str | None = None,
     derived_from: Sequence[Dataset] = (),
+    derived_from_segmentations: Sequence[Dataset] = (),
+    derivation_description: str | None = None,
 ) -> Dataset:
     """Build the DICOM SEG of ``segmentation`` on the grid of the ``source`` series.
 
@@ -509,6 +511,14 @@ def build_dicom_seg(
         Headers of the source instances when at hand (as read from disk or from WADO-RS
         metadata): frame positions and orientation are then copied verbatim from them;
         otherwise they are computed from the grid.
+    derived_from_segmentations
+        Headers of the DICOM SEG instances this result was made from (a consensus of
+        compared segmentations, or one of them accepted): each is listed in
+        SourceImageSequence and its series in ReferencedSeriesSequence, after the source
+        series. They must be in the source's study.
+    derivation_description
+        DerivationDescription (General Reference module), e.g. ``"Consensus of mask and AI,
+        started from AI"``; left out when None.
 
     Returns
     -------
@@ -519,10 +529,12 @@ def build_dicom_seg(
     Raises
     ------
     ValueError
-        When the segmentation is not on the source grid, has no segment, or (LABELMAP)
-        segments overlap; the message names the values.
+        When the segmentation is not on the source grid, has no segment, (LABELMAP)
+        segments overlap, or a SEG it is derived from lacks its UIDs or is in another study;
+        the message names the values.
     """
     kind = SegKind(kind)
+    derived_segs = _derived_segmentations(derived_from_segmentations, source)
     geometry = segmentation.geometry
     if not segmentation.segments:
         raise ValueError("the segmentation has no segment; there is nothing to save")
@@ -600,10 +612,12 @@ def build_dicom_seg(
     ds.FrameOfReferenceUID = source.frame_of_reference_uid
     ds.PositionReferenceIndicator = header.get("PositionReferenceIndicator", "")
     for raw in (
-        _raw_sequence(_referenced_series(source)),
-        _raw_sequence(_source_images(source)),
+        _raw_sequence(_referenced_series(source, derived_segs)),
+        _raw_sequence(_source_images(source, derived_segs)),
     ):
         ds[raw.tag] = raw
+    if derivation_description:
+        ds.DerivationDescription = derivation_description[:1024]  # ST
 
     dimension_uid = generate_uid()
     organization = Dataset()
@@ -735,21 +749,66 @@ def _unique_instances(source: DicomSeriesInfo) -> list[str]:
     return list(dict.fromkeys(source.sop_instance_uids))
 
 
-def _referenced_series(source: DicomSeriesInfo) -> bytes:
+def _derived_segmentations(
+    headers: Sequence[Dataset], source: DicomSeriesInfo
+) -> list[tuple[str, str, str]]:
+    """``(series, SOP class, SOP instance)`` of each SEG a result derives from, checked."""
+    found: list[tuple[str, str, str]] = []
+    study = str(source.header.get("StudyInstanceUID", ""))
+    for header in headers:
+        uids = tuple(
+            str(header.get(k, "") or "")
+            for k in ("SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
+        )
+        if not all(uids):
+            raise ValueError(
+                "derived_from_segmentations: a SEG header lacks SeriesInstanceUID, "
+                f"SOPClassUID or SOPInstanceUID ({uids!r}); pass the header as read from the file"
+            )
+        other_study = str(header.get("StudyInstanceUID", "") or "")
+        if other_study and study and other_study != study:
+            raise ValueError(
+                f"derived_from_segmentations: SEG {uids[2]} is in study {other_study}, not in the "
+                f"source's study {study}; only SEGs of the same study can be referenced"
+            )
+        if uids not in found:
+            found.append(uids)  # type: ignore[arg-type]
+    return found
+
+
+def _referenced_series(
+    source: DicomSeriesInfo, derived_segs: Sequence[tuple[str, str, str]] = ()
+) -> bytes:
     sop_class = _text(_T_REF_SOP_CLASS, "UI", source.sop_class_uid)
     instances = [
         sop_class + _text(_T_REF_SOP_INSTANCE, "UI", uid) for uid in _unique_instances(source)
     ]
-    item = _seq(_T_REFERENCED_INSTANCE, *instances) + _text(
-        _T_SERIES_INSTANCE_UID, "UI", source.series_uid
-    )
-    return _seq(0x00081115, item)
+    items = [
+        _seq(_T_REFERENCED_INSTANCE, *instances)
+        + _text(_T_SERIES_INSTANCE_UID, "UI", source.series_uid)
+    ]
+    by_series: dict[str, list[bytes]] = {}
+    for series, seg_class, seg_uid in derived_segs:
+        by_series.setdefault(series, []).append(
+            _text(_T_REF_SOP_CLASS, "UI", seg_class) + _text(_T_REF_SOP_INSTANCE, "UI", seg_uid)
+        )
+    for series, refs in by_series.items():
+        items.append(
+            _seq(_T_REFERENCED_INSTANCE, *refs) + _text(_T_SERIES_INSTANCE_UID, "UI", series)
+        )
+    return _seq(0x00081115, *items)
 
 
-def _source_images(source: DicomSeriesInfo) -> bytes:
+def _source_images(
+    source: DicomSeriesInfo, derived_segs: Sequence[tuple[str, str, str]] = ()
+) -> bytes:
     sop_class = _text(_T_REF_SOP_CLASS, "UI", source.sop_class_uid)
     instances = [
         sop_class + _text(_T_REF_SOP_INSTANCE, "UI", uid) for uid in _unique_instances(source)
+    ]
+    instances += [
+        _text(_T_REF_SOP_CLASS, "UI", seg_class) + _text(_T_REF_SOP_INSTANCE, "UI", seg_uid)
+        for _, seg_class, seg_uid in derived_segs
     ]
     return _seq(_T_SOURCE_IMAGE, *instances)
 
