@@ -74,6 +74,11 @@ class ReadingHeader(QtWidgets.QFrame):
         layout.addLayout(middle)
         layout.addStretch(1)
 
+        self.browser_button = QtWidgets.QPushButton("DICOM browser…")
+        self.browser_button.setToolTip(
+            "Find studies on this computer or the PACS and read them as a batch"
+        )
+        layout.addWidget(self.browser_button)
         self.open_button = QtWidgets.QPushButton("Open batch…")
         self.open_button.setToolTip("Open another batch (your progress in this one is kept)")
         layout.addWidget(self.open_button)
