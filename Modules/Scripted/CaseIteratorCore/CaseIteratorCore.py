@@ -21,6 +21,7 @@ try:
         ScriptedLoadableModule,
         ScriptedLoadableModuleLogic,
         ScriptedLoadableModuleTest,
+        ScriptedLoadableModuleWidget,
     )
 except ImportError as exc:  # pip install, bundle, tests: use CaseIteratorCoreLib directly
     raise ImportError(
@@ -61,6 +62,19 @@ class CaseIteratorCore(ScriptedLoadableModule):
         )
         parent.acknowledgementText = "Generalises SlicerCaseIterator (J. van Griethuysen)."
         parent.hidden = True
+
+
+class CaseIteratorCoreWidget(ScriptedLoadableModuleWidget):
+    """The hidden module's panel (only reachable by name): points to Case Reader."""
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        import qt
+
+        label = qt.QLabel("CaseIterator's core has no panel of its own: use Case Reader.")
+        label.wordWrap = True
+        self.layout.addWidget(label)
+        self.layout.addStretch(1)
 
 
 class CaseIteratorCoreLogic(ScriptedLoadableModuleLogic):
