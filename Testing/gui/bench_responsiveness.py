@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dwell", type=float, default=4.0, help="seconds on each case")
     parser.add_argument("--depth", type=int, default=2, help="prefetch depth")
     parser.add_argument(
+        "--fill",
+        action="store_true",
+        help="also fill three large overlapping segments (organ-sized) before each save",
+    )
+    parser.add_argument(
         "--diagnose", action="store_true", help="print the GUI thread's stack during long stalls"
     )
     args = parser.parse_args(argv)
@@ -122,6 +127,31 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"case {index + 1} did not open within {limit} s")
             spin(0.01)
 
+    def fill_large() -> None:
+        """Three organ-sized segments, the second inside the first (overlap), as edits."""
+        import numpy as np
+
+        from CaseIteratorCoreLib.mrml_segmentation import fill_segments
+        from CaseIteratorCoreLib.segmentation import Segmentation
+
+        geometry = window.loaded.image.volume.geometry
+        nk, nj, ni = geometry.shape
+        z, y, x = np.ogrid[:nk, :nj, :ni]
+        big = ((z - nk / 2) / (nk / 4)) ** 2 + ((y - nj / 2) / (nj / 4)) ** 2
+        big = big + ((x - ni / 2.5) / (ni / 4)) ** 2 < 1
+        small = (z - nk / 2) ** 2 + (y - nj / 2) ** 2 + (x - ni / 2.5) ** 2 < (nj / 20) ** 2
+        third = ((z - nk / 2) / (nk / 6)) ** 2 + ((y - nj / 2) / (nj / 8)) ** 2
+        third = third + ((x - ni * 0.8) / (ni / 12)) ** 2 < 1
+        segments = list(window.editing.segments)
+        masks = [big, small, third][: len(segments)]
+        masks += [np.zeros(geometry.shape, bool)] * (len(segments) - len(masks))
+        fill_segments(
+            window.editing.node,
+            window.editing.segment_ids,
+            Segmentation.from_masks(masks, geometry, segments),
+        )
+        window.editing.undo_stack.reset_clean()  # unsaved edits
+
     def paint() -> float:
         window.tools.choose("paint")
         axial = window.views.views["Axial"]
@@ -180,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     for index in range(len(cases)):
         wait_shown(index)
         paint_times.append(paint())
+        if args.fill:
+            fill_large()
         spin(args.dwell)  # reading; prefetch and the draft run in the background
         started = time.perf_counter()
         window.save_and_next()  # snapshot on the GUI thread; the write runs in the background
