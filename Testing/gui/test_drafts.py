@@ -359,3 +359,24 @@ def test_save_and_next_then_previous_at_once_shows_the_save(qtbot, reading, drag
     assert not window.editing.modified
     assert "resumed from your save" in window.banner.text.text().lower()
     assert window.case_list.status_of(0) is CaseStatus.DONE
+
+
+def test_a_case_that_failed_while_loaded_ahead_is_reported_when_opened(
+    qtbot, demo_batch: Path, reading_factory, no_leaks
+) -> None:
+    series = sorted((demo_batch.parent / "dicom" / "DEMO-002" / "CT_abdomen").glob("IM*.dcm"))
+    series[len(series) // 2].unlink()  # case 2 misses a slice
+    harness = reading_factory(demo_batch)
+    try:
+        harness.start()
+        window = harness.window
+        qtbot.waitUntil(
+            lambda: window.case_list.prefetch_state_of(1) == "failed", timeout=SHOW_TIMEOUT_MS
+        )
+        assert "Could not be loaded" in window.case_list.list.item(1).toolTip()
+        window.next_case()
+        qtbot.waitUntil(window.banner.isVisible, timeout=SHOW_TIMEOUT_MS)
+        assert "could not be opened" in window.banner.title.text()
+        assert window.case_list.status_of(1) is CaseStatus.FAILED
+    finally:
+        harness.close()

@@ -142,6 +142,9 @@ class CaseLoader(QtCore.QObject):
         self._wanted = index
         self.prefetcher.set_current(index)
         self._consider(index)
+        status = self.prefetcher.state(index)
+        if status.state is LoadState.FAILED:
+            self._post(("status", status))  # failed ahead: said like a fresh failure
 
     def retry(self, index: int) -> None:
         """Forget that case ``index`` failed; load it again as the wanted case."""
