@@ -1,4 +1,10 @@
-"""The case list: every case of the batch with its status icon; click to open one."""
+"""The case list: every case of the batch with its status icon; click to open one.
+
+Rows are in batch order unless an order is set (:meth:`CaseListPanel.set_order`, e.g. "worst
+agreement first" in comparison mode); each row keeps its case's batch number and index, so
+choosing a row always names the case by its batch index. A row may carry a small badge (a
+metric) at its right.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +20,8 @@ from .status_icons import STATUS_LABELS, status_icon
 _PRIMARY = QtCore.Qt.ItemDataRole.UserRole + 2
 _SECONDARY = QtCore.Qt.ItemDataRole.UserRole + 3
 _PREFETCH = QtCore.Qt.ItemDataRole.UserRole + 4
+_BADGE = QtCore.Qt.ItemDataRole.UserRole + 5
+_BADGE_ALERT = QtCore.Qt.ItemDataRole.UserRole + 6
 
 #: Colour of the small dot that shows a case's prefetch state (none when idle).
 PREFETCH_COLOURS = {
@@ -68,7 +76,7 @@ class _CaseItemDelegate(QtWidgets.QStyledItemDelegate):
             icon.paint(painter, QtCore.QRect(rect.left(), rect.top() + 2, 16, 16))
         selected = bool(option.state & QtWidgets.QStyle.StateFlag.State_Selected)
         text_left = rect.left() + 26
-        number = str(index.row() + 1)
+        number = str(int(index.data(QtCore.Qt.ItemDataRole.UserRole)) + 1)
         font = QtGui.QFont(option.font)
         painter.setFont(font)
         metrics = QtGui.QFontMetrics(font)
@@ -94,10 +102,20 @@ class _CaseItemDelegate(QtWidgets.QStyledItemDelegate):
         small.setPointSizeF(max(7.5, font.pointSizeF() - 1))
         painter.setFont(small)
         small_metrics = QtGui.QFontMetrics(small)
-        painter.setPen(QtGui.QColor("#c9d6e2" if selected else "#8f98a2"))
+        badge = index.data(_BADGE) or ""
+        badge_width = small_metrics.horizontalAdvance(badge) + 6 if badge else 0
         second = QtCore.QRect(
-            text_left, rect.top() + line + 2, first.width(), small_metrics.height()
+            text_left, rect.top() + line + 2, first.width() - badge_width, small_metrics.height()
         )
+        if badge:
+            alert = bool(index.data(_BADGE_ALERT))
+            painter.setPen(QtGui.QColor("#eb8a80" if alert else "#9fb3c4"))
+            painter.drawText(
+                QtCore.QRect(second.right() + 6, second.top(), badge_width, second.height()),
+                int(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter),
+                badge,
+            )
+        painter.setPen(QtGui.QColor("#c9d6e2" if selected else "#8f98a2"))
         painter.drawText(
             second,
             int(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignVCenter),
@@ -119,10 +137,14 @@ class CaseListPanel(QtWidgets.QFrame):
     Signals
     -------
     case_chosen(int)
-        The reader picked case ``index`` (click or Enter).
+        The reader picked case ``index`` (click or Enter); always the batch index.
+    order_chosen(str)
+        The reader chose the order with key ``key`` in the order box (see
+        :meth:`set_order_choices`); whoever offered it calls :meth:`set_order`.
     """
 
     case_chosen = QtCore.Signal(int)
+    order_chosen = QtCore.Signal(str)
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -130,9 +152,22 @@ class CaseListPanel(QtWidgets.QFrame):
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(10, 10, 10, 10)
         layout.setSpacing(6)
+        heading = QtWidgets.QHBoxLayout()
+        heading.setContentsMargins(0, 0, 0, 0)
         title = QtWidgets.QLabel("CASES")
         title.setProperty("role", "sectionTitle")
-        layout.addWidget(title)
+        heading.addWidget(title)
+        heading.addStretch(1)
+        #: How the rows are ordered; hidden until someone offers an order other than the batch's.
+        self.order_box = QtWidgets.QComboBox()
+        self.order_box.setObjectName("caseOrder")
+        self.order_box.setToolTip("Order of the cases in this list")
+        self.order_box.hide()
+        self.order_box.activated.connect(self._on_order_activated)
+        heading.addWidget(self.order_box)
+        layout.addLayout(heading)
+        self._items: list[QtWidgets.QListWidgetItem] = []
+        self._order: list[int] | None = None
         self.list = QtWidgets.QListWidget()
         self.list.setObjectName("caseList")
         self.list.setUniformItemSizes(True)
@@ -150,8 +185,10 @@ class CaseListPanel(QtWidgets.QFrame):
         layout.addWidget(self.summary)
 
     def set_cases(self, cases: Sequence[Case]) -> None:
-        """Fill the list (all cases to do until statuses are set)."""
+        """Fill the list (all cases to do until statuses are set), in batch order."""
         self.list.clear()
+        self._items = []
+        self._order = None
         for number, case in enumerate(cases, start=1):
             primary, secondary = case_lines(case)
             item = QtWidgets.QListWidgetItem(status_icon(CaseStatus.TODO), f"{number}. {case.name}")
@@ -160,10 +197,87 @@ class CaseListPanel(QtWidgets.QFrame):
             item.setData(_SECONDARY, secondary)
             item.setToolTip(case.name)
             self.list.addItem(item)
+            self._items.append(item)
+
+    def _item(self, index: int) -> QtWidgets.QListWidgetItem | None:
+        """The row of case ``index`` (batch index), wherever it is in the list."""
+        return self._items[index] if 0 <= index < len(self._items) else None
+
+    # -- order -----------------------------------------------------------------------------
+
+    def set_order_choices(self, choices: Sequence[tuple[str, str]]) -> None:
+        """Offer orders in the box above the list: ``(key, label)`` pairs, the first current.
+
+        Empty hides the box (batch order only). Choosing one emits :attr:`order_chosen`.
+        """
+        blocked = self.order_box.blockSignals(True)
+        self.order_box.clear()
+        for key, label in choices:
+            self.order_box.addItem(label, key)
+        self.order_box.blockSignals(blocked)
+        self.order_box.setVisible(bool(choices))
+
+    def _on_order_activated(self, row: int) -> None:
+        self.order_chosen.emit(str(self.order_box.itemData(row)))
+
+    def set_order(self, indices: Sequence[int] | None) -> None:
+        """Show the cases in the order of ``indices`` (batch indices); None: batch order.
+
+        Cases ``indices`` leaves out follow in batch order. The selection stays on its case.
+        """
+        if indices is None:
+            order = list(range(len(self._items)))
+        else:
+            seen = {i for i in indices if 0 <= i < len(self._items)}
+            order = list(dict.fromkeys(i for i in indices if i in seen))
+            order += [i for i in range(len(self._items)) if i not in seen]
+        if order == self.order():
+            self._order = None if indices is None else order
+            return
+        current = self.list.currentItem()
+        current_index = (
+            int(current.data(QtCore.Qt.ItemDataRole.UserRole)) if current is not None else -1
+        )
+        blocked = self.list.blockSignals(True)
+        while self.list.count():
+            self.list.takeItem(0)
+        for index in order:
+            self.list.addItem(self._items[index])
+        self.list.blockSignals(blocked)
+        self._order = None if indices is None else order
+        if current_index >= 0:
+            self.set_current(current_index)
+
+    def order(self) -> list[int]:
+        """The batch indices of the rows, top to bottom."""
+        return [
+            int(self.list.item(row).data(QtCore.Qt.ItemDataRole.UserRole))
+            for row in range(self.list.count())
+        ]
+
+    def set_badge(self, index: int, text: str, tooltip: str = "", *, alert: bool = False) -> None:
+        """A short text at the right of case ``index``'s row (``""`` removes it).
+
+        ``alert`` draws it in the warning colour; ``tooltip`` becomes a line of the row's tooltip.
+        """
+        item = self._item(index)
+        if item is None:
+            return
+        item.setData(_BADGE, text or None)
+        item.setData(_BADGE_ALERT, bool(alert))
+        lines = [line for line in item.toolTip().split("\n") if not line.startswith("Agreement: ")]
+        if tooltip:
+            lines.append(f"Agreement: {tooltip}")
+        item.setToolTip("\n".join(lines))
+
+    def badge_of(self, index: int) -> str:
+        """The badge of case ``index`` (tests)."""
+        item = self._item(index)
+        return (item.data(_BADGE) or "") if item is not None else ""
 
     def set_progress(self, index: int, case: Case, progress: CaseProgress) -> None:
         """Show the status (icon, tooltip) of case ``index``."""
-        item = self.list.item(index)
+        item = self._item(index)
         if item is None:
             return
         item.setIcon(status_icon(progress.status))
@@ -184,7 +298,7 @@ class CaseListPanel(QtWidgets.QFrame):
         ``state`` is a :class:`~CaseIteratorCoreLib.prefetch.LoadState` value (``"idle"``
         hides the dot); ``detail`` (a failure reason) goes into the tooltip.
         """
-        item = self.list.item(index)
+        item = self._item(index)
         if item is None:
             return
         item.setData(_PREFETCH, state if state in PREFETCH_COLOURS else None)
@@ -196,11 +310,11 @@ class CaseListPanel(QtWidgets.QFrame):
 
     def prefetch_state_of(self, index: int) -> str:
         """The prefetch state the list shows for case ``index`` (``"idle"`` when none)."""
-        return self.list.item(index).data(_PREFETCH) or "idle"
+        return self._items[index].data(_PREFETCH) or "idle"
 
     def status_of(self, index: int) -> CaseStatus:
         """The status the list shows for case ``index`` (tests)."""
-        value = self.list.item(index).data(QtCore.Qt.ItemDataRole.UserRole + 1)
+        value = self._items[index].data(QtCore.Qt.ItemDataRole.UserRole + 1)
         return CaseStatus(value) if value else CaseStatus.TODO
 
     def set_summary(self, counts: dict[CaseStatus, int]) -> None:
@@ -213,11 +327,14 @@ class CaseListPanel(QtWidgets.QFrame):
         self.summary.setText(" · ".join(parts) if parts else "No case finished yet")
 
     def set_current(self, index: int) -> None:
-        """Select and reveal case ``index``."""
+        """Select and reveal case ``index`` (batch index)."""
+        item = self._item(index)
         blocked = self.list.blockSignals(True)
-        self.list.setCurrentRow(index)
+        if item is not None:
+            self.list.setCurrentItem(item)
+        else:
+            self.list.setCurrentRow(index)
         self.list.blockSignals(blocked)
-        item = self.list.item(index)
         if item is not None:
             self.list.scrollToItem(item, QtWidgets.QAbstractItemView.ScrollHint.EnsureVisible)
 
