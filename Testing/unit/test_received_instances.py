@@ -14,7 +14,9 @@ from pydicom.filewriter import write_dataset
 
 from CaseIteratorCoreLib.background_store import BackgroundStore
 from CaseIteratorCoreLib.dicom_database import DicomDatabaseError, LocalDicomDatabase
+from CaseIteratorCoreLib.errors import OperationCancelled
 from CaseIteratorCoreLib.multipart_reader import MultipartError, boundary_of, iter_parts
+from CaseIteratorCoreLib.tasks import CancelToken
 
 from series_factory import write_series
 
@@ -179,3 +181,16 @@ def test_what_was_queued_is_kept_when_the_retrieval_stops(tmp_path: Path) -> Non
         assert not writer_threads()
         ds = pydicom.dcmread(paths[0])
         assert len(database.instance_uids(ds.StudyInstanceUID, ds.SeriesInstanceUID)) == 2
+
+
+def test_a_cancelled_store_stops_writing(tmp_path: Path) -> None:
+    paths = write_series(tmp_path / "s", n=3, seed="bgcancel")
+    token = CancelToken()
+    token.cancel()  # the reader jumped elsewhere: this series is not wanted now
+    with LocalDicomDatabase(tmp_path / "db") as database:
+        with pytest.raises(OperationCancelled), BackgroundStore(database, cancel=token) as store:
+            for path in paths:
+                store.put(path.read_bytes())
+        assert not writer_threads()
+        ds = pydicom.dcmread(paths[0])
+        assert database.instance_uids(ds.StudyInstanceUID, ds.SeriesInstanceUID) == set()

@@ -5,7 +5,7 @@ socket; the writer thread stores what has queued up, in batches
 (:meth:`.dicom_database.LocalDicomDatabase.store_files`: written, synced, then indexed). The
 queue is capped in bytes, so a disk slower than the link slows the download instead of filling
 memory. Leaving the ``with`` block, for whatever reason, stores what was queued (a retry after a
-cut fetches only the rest) and joins the thread.
+cut fetches only the rest; a cancelled retrieval drops it) and joins the thread.
 """
 
 from __future__ import annotations
@@ -16,13 +16,16 @@ from collections.abc import Collection
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from .tasks import CancelToken, check_cancel
+
 if TYPE_CHECKING:
     from .dicom_database import LocalDicomDatabase
 
-#: Bytes waiting for the writer before ``put`` blocks (about 48 slices of 512x512x16 bit).
-MAX_QUEUED_BYTES = 24 * 2**20
-#: Bytes the writer takes per batch: one fsync round and one index transaction.
-BATCH_BYTES = 16 * 2**20
+#: Bytes waiting for the writer before ``put`` blocks (about 16 slices of 512x512x16 bit): enough
+#: to keep the disk busy while the socket is read, small beside the volumes in memory.
+MAX_QUEUED_BYTES = 8 * 2**20
+#: Bytes the writer takes per batch at most: one fsync round and one index transaction.
+BATCH_BYTES = 8 * 2**20
 
 
 class BackgroundStore:
@@ -36,12 +39,16 @@ class BackgroundStore:
         SOPInstanceUIDs to store (the missing ones); others are skipped. None stores all.
     max_queued_bytes
         Cap of the queue; :meth:`put` waits while it is full.
+    cancel
+        Checked by the writer before each batch (a prefetcher's token also holds the writer
+        while the reader switches cases); once cancelled, what is still queued is dropped.
 
     Raises
     ------
-    DicomDatabaseError, OSError
+    DicomDatabaseError, OSError, OperationCancelled
         From :meth:`put` or on leaving the ``with`` block, when the writer failed (an instance
-        that cannot be stored, a full disk); what was queued before it is stored.
+        that cannot be stored, a full disk) or was cancelled; what was queued before it is
+        stored.
     """
 
     def __init__(
@@ -50,8 +57,10 @@ class BackgroundStore:
         *,
         only: Collection[str] | None = None,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
+        cancel: CancelToken | None = None,
     ) -> None:
         self._database = database
+        self._cancel = cancel
         self._only = only
         self._max_queued = max_queued_bytes
         self._queue: collections.deque[bytes] = collections.deque()
@@ -137,6 +146,7 @@ class BackgroundStore:
     def _run(self) -> None:
         try:
             while (batch := self._take()) is not None:
+                check_cancel(self._cancel)
                 stored = self._database.store_files(batch, only=self._only)
                 del batch  # the bytes go as soon as they are on disk
                 with self._changed:

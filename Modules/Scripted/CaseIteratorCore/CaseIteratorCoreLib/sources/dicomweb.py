@@ -346,7 +346,7 @@ class DicomWebSource(BatchSource):
                 try:
                     boundary = boundary_of(response.headers.get("Content-Type", ""))
                     parts = iter_parts(response.iter_content(CHUNK_BYTES), boundary)
-                    with BackgroundStore(self.cache, only=missing) as store:
+                    with BackgroundStore(self.cache, only=missing, cancel=cancel) as store:
                         for number, part in enumerate(parts, start=1):
                             check_cancel(cancel)
                             store.put(part)
