@@ -148,3 +148,31 @@ def test_brush_size_by_slider_shift_wheel_and_keys(qtbot, reading) -> None:
         qtbot.keyClick(window, QtCore.Qt.Key.Key_BracketRight)
     assert editing.brush_mm == 60 and tools.brush_slider.value() == 60  # capped
     assert "Shift+wheel" in tools.brush_slider.toolTip()
+
+
+def test_3d_view_is_off_by_default_and_shows_segment_surfaces(qtbot, reading, drag) -> None:
+    window, editing, views = reading.window, reading.window.editing, reading.window.views
+    assert not views.is_3d_visible and reading.window.scene.three_d is None  # not even made
+    window.tools.choose("paint")
+    window.tools.sphere_brush.setChecked(True)  # a solid blob: a closed surface
+    axial = reading.axial
+    centre = QtCore.QPoint(axial.width() // 2, axial.height() // 2)
+    drag(axial, [centre + QtCore.QPoint(dx, 0) for dx in range(-30, 31, 6)])
+    assert editing.painted_voxels(0) > 0
+
+    views.set_3d_visible(True)
+    assert views.is_3d_visible and views.three_d.isVisible()
+    empty = views.three_d.render_now()
+    background = np.asarray(views.three_d.frame_array(), dtype=int)
+    editing.set_surfaces_visible(True)
+    views.three_d.view.fit_view_to_content()
+    views.three_d.render_now()
+    shown = np.asarray(views.three_d.frame_array(), dtype=int)
+    assert empty is not None and shown.shape == background.shape
+    changed = np.abs(shown - background).sum(axis=-1) > 30
+    assert changed.mean() > 0.001  # the liver's colour appears where its surface is
+
+    views.set_3d_visible(False)
+    editing.set_surfaces_visible(False)
+    assert not views.is_3d_visible and not views.three_d.isVisible()
+    assert axial.isVisible()

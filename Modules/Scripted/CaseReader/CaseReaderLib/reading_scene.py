@@ -80,6 +80,8 @@ class ReadingScene:
             view.set_background_color_from_string(VIEW_BACKGROUND)
             self.views[name] = view
         self.app.view_manager.set_current_view_ids(list(self.views))
+        #: The 3D view, made on first use (:meth:`three_d_view`); None until then.
+        self.three_d: Any | None = None
         self.volume_node: Any | None = None
         self.set_navigation_mode()
 
@@ -97,6 +99,22 @@ class ReadingScene:
     def iter_views(self) -> Iterator[tuple[str, Any]]:
         """``(name, view)`` pairs in display order."""
         yield from self.views.items()
+
+    def three_d_view(self) -> Any:
+        """The 3D view (segment surfaces), made on first use.
+
+        Off by default: without a GPU every edit rebuilds and renders surfaces on the CPU.
+        """
+        if self.three_d is None:
+            from trame_slicer.views import ViewLayoutDefinition
+
+            definition = ViewLayoutDefinition.threed_view(
+                name="ThreeD", label="3D", background_color=VIEW_BACKGROUND
+            )
+            view = self.app.view_manager.create_view(definition)
+            view.render_window().SetMultiSamples(0)  # see the slice views
+            self.three_d = view
+        return self.three_d
 
     def set_navigation_mode(self) -> None:
         """Left-drag adjusts window/level (as in Slicer's "Adjust window/level" mouse mode).
@@ -135,6 +153,9 @@ class ReadingScene:
                 middle = low + round((high - low) / 2.0 / step) * step
                 self.slice_logic(name).SetSliceOffset(middle)
             view.schedule_render()
+        if self.three_d is not None:
+            self.three_d.fit_view_to_content()
+            self.three_d.schedule_render()
 
     def remove_node(self, node: Any) -> None:
         """Remove ``node`` and its display and storage nodes from the scene."""
@@ -151,6 +172,7 @@ class ReadingScene:
 
     def close(self) -> None:
         """Release the render windows (call once, when the reading window closes)."""
-        for _, view in self.iter_views():
+        views = [view for _, view in self.iter_views()]
+        for view in [*views, self.three_d] if self.three_d is not None else views:
             view.set_render_blocked(True)
             view.render_window().Finalize()

@@ -496,6 +496,10 @@ class SegmentEditing:
             return (0.0, 0.0)
         return (otsu_threshold(values), float(values.max()))
 
+    def set_surfaces_visible(self, visible: bool) -> None:
+        """Build segment surfaces for the 3D view (each edit then updates them) or stop."""
+        self.editor.set_surface_representation_enabled(bool(visible))
+
     def labels(self) -> np.ndarray:
         """Painted voxels as one label array on the image grid (``[k, j, i]``; 0 = none).
 

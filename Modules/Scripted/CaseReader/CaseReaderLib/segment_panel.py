@@ -70,7 +70,10 @@ class _SegmentRow(QtWidgets.QWidget):
         self.swatch = _icon_button("eye", "Change the colour")
         self.swatch.setIconSize(QtCore.QSize(14, 14))
         self.swatch.clicked.connect(self.color_clicked)
-        self.swatch.setEnabled(editable)
+        if not editable:
+            # Not disabled (Qt would grey the colour out): just not clickable.
+            self.swatch.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+            self.swatch.setToolTip("")
         layout.addWidget(self.swatch)
         self.name = QtWidgets.QLabel()
         self.name.setStyleSheet("background: transparent;")
