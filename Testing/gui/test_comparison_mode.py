@@ -1,0 +1,258 @@
+"""Comparison mode on a real reading window: a CSV batch with a mask and a model's prediction.
+
+Everything is real: NRRD files written here, the batch's source, the reading window and its
+slice views (offscreen), the segmentation nodes in the slicer-core scene, the background
+workers. The prediction of each case is the phantom's liver shifted by a known number of
+columns, so the expected Dice is computed here with numpy and the worst case is known.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from Qt import QtCore
+
+from CaseIteratorCoreLib.demo_data import phantom
+from CaseIteratorCoreLib.seg_nrrd import read_seg_nrrd
+from CaseReaderLib.comparison_mode import ComparisonMode
+
+from conftest import SHOW_TIMEOUT_MS
+
+pytestmark = pytest.mark.gui
+
+LEFT = QtCore.Qt.MouseButton.LeftButton
+#: Liver shift of the prediction per case (columns) and whether it drew the lesion.
+SHIFTS = (1, 7, 3)
+DROPS_LESION = (False, True, False)
+
+SEGMENTS = """
+[[segments]]
+name = "Liver"
+category = "SCT:123037004:Anatomical Structure"
+type = "SCT:10200004:Liver"
+color = "#dd8265"
+
+[[segments]]
+name = "Lesion"
+category = "SCT:49755003:Morphologically Altered Structure"
+type = "SCT:4147007:Mass"
+color = "#e6c25a"
+"""
+
+
+def _write(path: Path, array: np.ndarray, ph) -> None:
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(ph.spacing)
+    image.SetOrigin(ph.origin)
+    sitk.WriteImage(image, str(path), True)
+
+
+def truth_and_prediction(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label maps (1 liver, 2 lesion) of case ``n``: the phantom's, and the shifted one."""
+    ph = phantom(n, size=96, n_slices=20)
+    truth = np.where(ph.labels <= 2, ph.labels, 0).astype(np.uint8)
+    liver = np.roll(truth == 1, SHIFTS[n], axis=2)
+    prediction = liver.astype(np.uint8)
+    if not DROPS_LESION[n]:
+        prediction[truth == 2] = 2
+    return truth, prediction
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def write_batch(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    lines = ["ID,image,mask,prediction"]
+    for n in range(len(SHIFTS)):
+        ph = phantom(n, size=96, n_slices=20)
+        truth, prediction = truth_and_prediction(n)
+        _write(folder / f"ct{n}.nrrd", ph.hu, ph)
+        _write(folder / f"mask{n}.nrrd", truth, ph)
+        _write(folder / f"pred{n}.nrrd", prediction, ph)
+        lines.append(f"case{n + 1},ct{n}.nrrd,mask{n}.nrrd,pred{n}.nrrd")
+    (folder / "cases.csv").write_text("\n".join(lines) + "\n")
+    batch = folder / "batch.toml"
+    batch.write_text(
+        'name = "Model check"\n\n[source]\ntype = "csv"\npath = "cases.csv"\n\n'
+        '[output]\nformat = "seg.nrrd"\ndestination = "results"\n'
+        + SEGMENTS
+        + '\n[compare]\ncolumns = ["mask", "prediction"]\nreference = "mask"\n'
+    )
+    return batch
+
+
+def compared_nodes(window) -> dict[str, object]:
+    scene = window.scene.scene
+    nodes = {}
+    for n in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")):
+        node = scene.GetNthNodeByClass(n, "vtkMRMLSegmentationNode")
+        nodes[node.GetName()] = node
+    return nodes
+
+
+def colour_pixels(frame: np.ndarray, rgb: tuple[int, int, int]) -> int:
+    """Pixels close to ``rgb`` (outlines are drawn at full opacity)."""
+    distance = np.abs(frame.astype(int) - np.array(rgb)).sum(axis=2)
+    return int(np.count_nonzero(distance < 60))
+
+
+@pytest.fixture
+def comparison(reading_factory, qtbot, tmp_path: Path, no_leaks):
+    reading = reading_factory(write_batch(tmp_path / "batch"))
+    asked: list[tuple[str, str]] = []
+    mode = ComparisonMode(
+        reading.window,
+        reading.batch.compare,
+        confirm_replace=lambda case, what: asked.append((case, what)) or True,
+    )
+    with qtbot.waitSignal(mode.comparison_shown, timeout=SHOW_TIMEOUT_MS):
+        reading.start()
+    yield reading, mode, asked
+    mode.close()
+    assert not mode.busy
+    leftover = [n for n in compared_nodes(reading.window) if n.startswith("Compared")]
+    assert leftover == []  # the nodes left the scene with the mode
+    reading.close()
+
+
+def test_metrics_nodes_toggles_accept_and_worst_first(comparison, qtbot, tmp_path) -> None:
+    reading, mode, asked = comparison
+    window = reading.window
+    panel = mode.panel
+    truth, prediction = truth_and_prediction(0)
+
+    # The panel shows the Dice of the case on screen (numpy's, to 3 decimals).
+    rows = {panel.cell_text(r, 0): r for r in range(panel.table.rowCount())}
+    assert set(rows) == {"Liver", "Lesion"}
+    assert panel.cell_text(rows["Liver"], 2) == f"{dice(truth == 1, prediction == 1):.3f}"
+    assert panel.cell_text(rows["Lesion"], 2) == "1.000"
+    assert mode.status.isHidden()  # both found: nothing to say beside the table
+
+    # One node per compared segmentation, each in its own colour; the reader's stays editable.
+    nodes = compared_nodes(window)
+    assert set(nodes) == {"Segmentation", "Compared: mask", "Compared: prediction"}
+    assert window.editing.node is nodes["Segmentation"]
+    colours = set()
+    for name in ("mask", "prediction"):
+        segmentation = nodes[f"Compared: {name}"].GetSegmentation()
+        ids = segmentation.GetSegmentIDs()
+        node_colours = {
+            tuple(round(c * 255) for c in segmentation.GetSegment(i).GetColor()) for i in ids
+        }
+        assert node_colours == {panel.display(name).color}
+        colours |= node_colours
+    assert len(colours) == 2
+    mask_display = nodes["Compared: mask"].GetDisplayNode()
+    prediction_display = nodes["Compared: prediction"].GetDisplayNode()
+    assert mask_display.GetVisibility2DFill() and not prediction_display.GetVisibility2DFill()
+
+    # The views draw them: the prediction's outline colour is on screen until it is hidden.
+    window.scene.slice_logic("Axial").GetSliceNode().JumpSliceByOffsetting(
+        *_ras_of_middle(truth == 1, reading)
+    )
+    magenta = panel.display("prediction").color
+    shown = colour_pixels(reading.axial.render_now() and reading.axial.frame_array(), magenta)
+    assert shown > 50
+    qtbot.mouseClick(panel.row("prediction").eye, LEFT)
+    assert not prediction_display.GetVisibility()
+    hidden = colour_pixels(reading.axial.render_now() and reading.axial.frame_array(), magenta)
+    assert hidden < shown / 10
+    qtbot.mouseClick(panel.row("prediction").eye, LEFT)
+
+    # Outline/Fill toggles the display node.
+    qtbot.mouseClick(panel.row("prediction").outline, LEFT)
+    assert prediction_display.GetVisibility2DFill()
+    qtbot.mouseClick(panel.row("mask").outline, LEFT)
+    assert not mask_display.GetVisibility2DFill() and mask_display.GetVisibility2DOutline()
+
+    # Majority of two = where both agree; then "prediction": its voxels, as unsaved edits.
+    editing = window.editing
+    qtbot.mouseClick(mode.start_bar.buttons["\0majority"], LEFT)
+    both = (truth == 1) & (prediction == 1)
+    assert editing.painted_voxels(0) == np.count_nonzero(both)
+    assert editing.modified and asked == []  # the pre-segmentation was not edited: no question
+    with qtbot.waitSignal(mode.started_from) as started:
+        qtbot.mouseClick(mode.start_bar.buttons["prediction"], LEFT)
+    assert started.args == ["prediction"]
+    assert asked == [("case1", "prediction's segmentation")]  # majority was unsaved
+    assert editing.painted_voxels(0) == np.count_nonzero(prediction == 1)
+    assert editing.painted_voxels(1) == np.count_nonzero(prediction == 2)
+    provenance = mode.provenance(reading.cases[0].id)
+    assert provenance is not None
+    assert provenance.description == (
+        "Started from prediction's segmentation; compared: mask (reference), prediction"
+    )
+
+    # The normal Save writes it as the reader's result.
+    with qtbot.waitSignal(window.case_saved, timeout=SHOW_TIMEOUT_MS) as saved:
+        window.save_case()
+    assert saved.args == [reading.cases[0].id, True]
+    written = list((tmp_path / "batch" / "results").rglob("*.seg.nrrd"))
+    assert len(written) == 1
+    back = read_seg_nrrd(written[0], window.loaded.image.volume.geometry)
+    assert back.voxel_counts()[:2] == (
+        np.count_nonzero(prediction == 1),
+        np.count_nonzero(prediction == 2),
+    )
+
+    # Worst agreement first, once the batch is compared in the background.
+    qtbot.waitUntil(lambda: len(mode.worst_dice) == len(SHIFTS), timeout=SHOW_TIMEOUT_MS)
+    worst = []
+    for n in range(len(SHIFTS)):
+        t, p = truth_and_prediction(n)
+        worst.append(min(dice(t == 1, p == 1), dice(t == 2, p == 2)))
+    expected = sorted(range(len(SHIFTS)), key=lambda n: worst[n])
+    assert expected[0] == 1  # the model missed the lesion there: Dice 0
+    case_list = window.case_list
+    assert case_list.badge_of(1) == "Dice 0.00"
+    box = case_list.order_box
+    assert box.isVisible()
+    box.setCurrentIndex(box.findData("disagreement"))
+    box.activated.emit(box.currentIndex())
+    assert case_list.order() == expected
+    # The top row opens the worst case (its batch index), with its own comparison.
+    top = case_list.list.item(0)
+    with qtbot.waitSignal(mode.comparison_shown, timeout=SHOW_TIMEOUT_MS) as shown_case:
+        qtbot.mouseClick(
+            case_list.list.viewport(), LEFT, pos=case_list.list.visualItemRect(top).center()
+        )
+    assert shown_case.args == [reading.cases[1].id]
+    assert window.current_index == 1
+    assert sorted(compared_nodes(window)) == [
+        "Compared: mask",
+        "Compared: prediction",
+        "Segmentation",
+    ]
+    lesion_row = next(r for r in range(panel.table.rowCount()) if panel.cell_text(r, 0) == "Lesion")
+    assert panel.cell_text(lesion_row, 2) == "0.000"
+    assert case_list.list.currentItem() is top  # the selection follows the case, not the row
+    # Back to batch order: rows and numbers as in the batch.
+    box.setCurrentIndex(box.findData("batch"))
+    box.activated.emit(box.currentIndex())
+    assert case_list.order() == [0, 1, 2]
+
+
+def _ras_of_middle(mask: np.ndarray, reading) -> tuple[float, float, float]:
+    k, j, i = (float(np.mean(a)) for a in np.nonzero(mask))
+    geometry = reading.window.loaded.image.volume.geometry
+    ras = geometry.ijk_to_ras() @ np.array([i, j, k, 1.0])
+    return float(ras[0]), float(ras[1]), float(ras[2])
+
+
+def test_attaching_after_a_case_is_shown_and_closing_with_the_window(
+    reading_factory, qtbot, tmp_path: Path, no_leaks
+) -> None:
+    reading = reading_factory(write_batch(tmp_path / "batch"))
+    reading.start()
+    mode = ComparisonMode(reading.window, reading.batch.compare, rank_batch=False)
+    qtbot.waitUntil(lambda: mode.current is not None, timeout=SHOW_TIMEOUT_MS)
+    assert "Compared: prediction" in compared_nodes(reading.window)
+    assert not reading.window.case_list.order_box.isHidden()
+    reading.close()  # the mode follows the window: workers stopped, nodes removed
+    qtbot.waitUntil(lambda: mode._closed, timeout=5_000)
+    assert mode.nodes == {} and not mode.busy
