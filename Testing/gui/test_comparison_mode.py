@@ -105,6 +105,11 @@ def colour_pixels(frame: np.ndarray, rgb: tuple[int, int, int]) -> int:
 def comparison(reading_factory, qtbot, tmp_path: Path, no_leaks):
     reading = reading_factory(write_batch(tmp_path / "batch"))
     asked: list[tuple[str, str]] = []
+    # What the views could draw when a case is first shown (connected before the mode).
+    at_shown: list[list[str]] = []
+    reading.window.case_shown.connect(
+        lambda *_: at_shown.append(sorted(compared_nodes(reading.window)))
+    )
     mode = ComparisonMode(
         reading.window,
         reading.batch.compare,
@@ -112,6 +117,7 @@ def comparison(reading_factory, qtbot, tmp_path: Path, no_leaks):
     )
     with qtbot.waitSignal(mode.comparison_shown, timeout=SHOW_TIMEOUT_MS):
         reading.start()
+    mode.at_shown = at_shown  # type: ignore[attr-defined]
     yield reading, mode, asked
     mode.close()
     assert not mode.busy
@@ -170,23 +176,30 @@ def test_metrics_nodes_toggles_accept_and_worst_first(comparison, qtbot, tmp_pat
     qtbot.mouseClick(panel.row("mask").outline, LEFT)
     assert not mask_display.GetVisibility2DFill() and mask_display.GetVisibility2DOutline()
 
-    # Majority of two = where both agree; then "prediction": its voxels, as unsaved edits.
+    # "prediction" replaces the pre-segmentation (the mask) voxel for voxel, as unsaved edits.
     editing = window.editing
-    qtbot.mouseClick(mode.start_bar.buttons["\0majority"], LEFT)
-    both = (truth == 1) & (prediction == 1)
-    assert editing.painted_voxels(0) == np.count_nonzero(both)
-    assert editing.modified and asked == []  # the pre-segmentation was not edited: no question
+    assert editing.painted_voxels(0) == np.count_nonzero(truth == 1)  # the starting point
     with qtbot.waitSignal(mode.started_from) as started:
         qtbot.mouseClick(mode.start_bar.buttons["prediction"], LEFT)
     assert started.args == ["prediction"]
-    assert asked == [("case1", "prediction's segmentation")]  # majority was unsaved
-    assert editing.painted_voxels(0) == np.count_nonzero(prediction == 1)
+    assert asked == []  # nothing unsaved was replaced: no question
+    assert editing.modified
+    assert np.array_equal(editing.mask(editing.segment_ids[0]), prediction == 1)
     assert editing.painted_voxels(1) == np.count_nonzero(prediction == 2)
+    # Majority of two = where both agree; replacing unsaved edits asks first.
+    qtbot.mouseClick(mode.start_bar.buttons["\0majority"], LEFT)
+    assert asked == [("case1", "the majority vote (2 of 2)")]
+    both = (truth == 1) & (prediction == 1)
+    assert np.array_equal(editing.mask(editing.segment_ids[0]), both)
+    qtbot.mouseClick(mode.start_bar.buttons["prediction"], LEFT)
+    assert asked[-1] == ("case1", "prediction's segmentation")
+    assert editing.painted_voxels(0) == np.count_nonzero(prediction == 1)
     provenance = mode.provenance(reading.cases[0].id)
     assert provenance is not None
     assert provenance.description == (
         "Started from prediction's segmentation; compared: mask (reference), prediction"
     )
+    assert provenance.seg_headers == ()  # NRRD files: nothing to reference in a SEG
 
     # The normal Save writes it as the reader's result.
     with qtbot.waitSignal(window.case_saved, timeout=SHOW_TIMEOUT_MS) as saved:
@@ -222,6 +235,8 @@ def test_metrics_nodes_toggles_accept_and_worst_first(comparison, qtbot, tmp_pat
             case_list.list.viewport(), LEFT, pos=case_list.list.visualItemRect(top).center()
         )
     assert shown_case.args == [reading.cases[1].id]
+    # The previous case's nodes left before the new case was first drawn.
+    assert mode.at_shown[-1] == ["Segmentation"]
     assert window.current_index == 1
     assert sorted(compared_nodes(window)) == [
         "Compared: mask",
@@ -231,6 +246,11 @@ def test_metrics_nodes_toggles_accept_and_worst_first(comparison, qtbot, tmp_pat
     lesion_row = next(r for r in range(panel.table.rowCount()) if panel.cell_text(r, 0) == "Lesion")
     assert panel.cell_text(lesion_row, 2) == "0.000"
     assert case_list.list.currentItem() is top  # the selection follows the case, not the row
+    # The model drew no lesion here: starting from it empties the lesion of the starting point.
+    truth1, _ = truth_and_prediction(1)
+    assert window.editing.painted_voxels(1) == np.count_nonzero(truth1 == 2) > 0
+    qtbot.mouseClick(mode.start_bar.buttons["prediction"], LEFT)
+    assert window.editing.painted_voxels(1) == 0
     # Back to batch order: rows and numbers as in the batch.
     box.setCurrentIndex(box.findData("batch"))
     box.activated.emit(box.currentIndex())
