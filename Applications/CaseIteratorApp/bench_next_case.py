@@ -320,10 +320,14 @@ class _Views:
             self.scene.volume_node = None
         self._dirty.clear()
 
-    def warm_up(self, loaded: LoadedCase) -> None:
-        """One switch before timing: the first render compiles shaders."""
+    def warm_up(self, loaded: LoadedCase) -> float:
+        """One switch before timing (the first render compiles shaders); returns the memory
+        the views take to show a case beside its volume (slices, textures), in MiB."""
+        before = _rss_mb()
         self.switch(loaded)
+        shown = _rss_mb() - before
         self.release()
+        return shown
 
     def release(self) -> None:
         """Make the views let go of every case volume.
@@ -571,7 +575,7 @@ def run_next_case(
             views = _Views()
             report(f"views: 3 x {VIEW_SIZE}x{VIEW_SIZE}, {views.window_class}")
             warm_source, warm_cache = sources.fresh("warm-up")
-            views.warm_up(load_case(warm_source, cases[0]))
+            views_mb = views.warm_up(load_case(warm_source, cases[0]))
             warm_source.close()
             shutil.rmtree(warm_cache, ignore_errors=True)
             idle_mb = _rss_mb()  # the app with its views, no case in memory
@@ -591,6 +595,7 @@ def run_next_case(
         rss.close()
         shutil.rmtree(work, ignore_errors=True)
     result = _results(options, pause, on_demand, prefetched, floor, idle_mb, throughput)
+    result["views_showing_a_case_mb"] = round(views_mb, 1)  # in the peak, not in idle
     # Other work on the machine skews the numbers: say how busy it was.
     result["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
     result["cpu_count"] = os.cpu_count()

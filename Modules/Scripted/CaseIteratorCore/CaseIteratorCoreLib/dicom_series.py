@@ -474,7 +474,7 @@ def pixel_values(
                     )
                 ]
             if integral:
-                values = plane.astype(np.int64) * int(frame.slope) + int(frame.intercept)
+                values = _rescaled(plane, int(frame.slope), int(frame.intercept))
                 if out.dtype == np.int16 and (
                     values.min() < info16.min or values.max() > info16.max
                 ):
@@ -488,6 +488,22 @@ def pixel_values(
     if problems:
         return None, problems
     return out, []
+
+
+def _rescaled(plane: np.ndarray, slope: int, intercept: int) -> np.ndarray:
+    """``plane * slope + intercept`` in integers wide enough, with one temporary slice.
+
+    8- and 16-bit pixels with the rescales scanners use (CT: 1 and -1024) fit int32, computed
+    in place; anything else goes through int64 (no overflow possible).
+    """
+    if plane.dtype.itemsize <= 2 and abs(slope) <= 1024 and abs(intercept) <= 2**20:
+        values = plane.astype(np.int32)
+        if slope != 1:
+            values *= slope
+        if intercept:
+            values += intercept
+        return values
+    return plane.astype(np.int64) * slope + intercept
 
 
 def _decode_problem(path: Path, ds: Dataset, exc: Exception) -> Problem:
