@@ -80,14 +80,17 @@ class DiskWorker(QtCore.QObject):
             log.exception("background write failed")
             item.error = exc
         with self._lock:
+            self._done.append(item)
+        # The outcome is posted to the GUI thread before anyone waiting for this job goes on,
+        # so what they post afterwards (a case to show) arrives after it (the case is done).
+        self._wake.emit()
+        with self._lock:
             self._pending -= 1
             if item.key is not None:
                 self._pending_keys[item.key] -= 1
                 if self._pending_keys[item.key] <= 0:
                     del self._pending_keys[item.key]
-            self._done.append(item)
             self._lock.notify_all()
-        self._wake.emit()
 
     def deliver(self) -> None:
         """Call ``on_done`` of every finished job (GUI thread)."""
