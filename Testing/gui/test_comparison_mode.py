@@ -276,3 +276,82 @@ def test_attaching_after_a_case_is_shown_and_closing_with_the_window(
     reading.close()  # the mode follows the window: workers stopped, nodes removed
     qtbot.waitUntil(lambda: mode._closed, timeout=5_000)
     assert mode.nodes == {} and not mode.busy
+
+
+def test_dicom_seg_series_are_compared_and_referenced_by_the_result(
+    reading_factory, qtbot, tmp_path: Path, no_leaks
+) -> None:
+    """A DICOM folder: SEG series by a reader and by an AI, chosen by [[compare.series]]."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from CaseIteratorCoreLib.demo_data import write_ct_series
+    from CaseIteratorCoreLib.image_files import read_dicom_files
+    from CaseIteratorCoreLib.seg_dicom import build_dicom_seg, write_dicom_seg
+    from CaseIteratorCoreLib.segmentation import Segment, Segmentation
+    from CaseIteratorCoreLib.terminology import Code
+
+    data = tmp_path / "dicom"
+    files = write_ct_series(
+        phantom(0, size=24, n_slices=12),
+        data / "p1" / "ct",
+        study_uid=generate_uid(),
+        series_uid=generate_uid(),
+        frame_of_reference_uid=generate_uid(),
+    )
+    volume, info, problems = read_dicom_files(files)
+    assert not problems
+    geometry = volume.geometry
+    liver = Segment(
+        "Liver",
+        Code("SCT", "123037004", "Anatomical Structure"),
+        Code("SCT", "10200004", "Liver"),
+        (221, 130, 101),
+    )
+    truth = np.zeros(geometry.shape, dtype=bool)
+    truth[2:10, 5:15, 4:12] = True  # 8 columns; the AI's is 3 columns off
+    paths = {}
+    for reader, number, mask, description in (
+        ("alice", 100, truth, None),
+        ("model", 200, np.roll(truth, 3, axis=2), "AI v2"),
+    ):
+        ds = build_dicom_seg(
+            Segmentation.from_masks([mask], geometry, [liver]),
+            info,
+            reader=reader,
+            series_number=number,
+            series_description=description,
+        )
+        paths[reader] = write_dicom_seg(ds, data / "p1" / f"seg{number}.dcm")
+    batch = tmp_path / "batch.toml"
+    batch.write_text(
+        'name = "Readers"\n[source]\ntype = "dicom-folder"\npath = "dicom"\n\n'
+        + SEGMENTS
+        + '\n[compare]\nreference = "Alice"\n'
+        '[[compare.series]]\nname = "Alice"\nreader = "alice"\n'
+        '[[compare.series]]\nname = "AI"\ndescription = "^ai v"\n'
+    )
+    reading = reading_factory(batch)
+    mode = ComparisonMode(reading.window, reading.batch.compare, rank_batch=False)
+    try:
+        with qtbot.waitSignal(mode.comparison_shown, timeout=SHOW_TIMEOUT_MS):
+            reading.start()
+        assert mode.panel.table.rowCount() == 1  # a SEG names its own segments: the liver
+        assert mode.panel.cell_text(0, 0) == "Liver"
+        assert mode.panel.cell_text(0, 2) == f"{2 * 5 / 16:.3f}"  # 8 columns each, 5 shared
+        assert set(compared_nodes(reading.window)) >= {"Compared: Alice", "Compared: AI"}
+        assert mode.accept("AI")
+        editing = reading.window.editing
+        assert np.array_equal(editing.mask(editing.segment_ids[0]), np.roll(truth, 3, axis=2))
+        provenance = mode.provenance(reading.cases[0].id)
+        expected = {
+            pydicom.dcmread(paths[r], stop_before_pixels=True).SOPInstanceUID for r in paths
+        }
+        assert {h.SOPInstanceUID for h in provenance.seg_headers} == expected
+        assert (
+            provenance.description
+            == "Started from AI's segmentation; compared: Alice (reference), AI"
+        )
+    finally:
+        mode.close()
+        reading.close()
