@@ -176,6 +176,18 @@ def test_metrics_nodes_toggles_accept_and_worst_first(comparison, qtbot, tmp_pat
     qtbot.mouseClick(panel.row("mask").outline, LEFT)
     assert not mask_display.GetVisibility2DFill() and mask_display.GetVisibility2DOutline()
 
+    # Double-clicking a segment's metrics puts the views on it.
+    lesion_s = _ras_of_middle(truth == 2, reading)[2]
+    window.scene.slice_logic("Axial").SetSliceOffset(lesion_s + 8.0)  # 6 slices away
+    lesion = panel.table.item(rows["Lesion"], 0)
+    where = panel.table.visualItemRect(lesion).center()
+    with qtbot.waitSignal(panel.segment_activated):
+        qtbot.mouseClick(panel.table.viewport(), LEFT, pos=where)  # a press, then the double
+        qtbot.mouseDClick(panel.table.viewport(), LEFT, pos=where)
+    axial = window.scene.slice_logic("Axial").GetSliceNode()
+    offset = axial.GetSliceToRAS().GetElement(2, 3)
+    assert abs(offset - lesion_s) <= window.loaded.image.volume.geometry.spacing[2]
+
     # "prediction" replaces the pre-segmentation (the mask) voxel for voxel, as unsaved edits.
     editing = window.editing
     assert editing.painted_voxels(0) == np.count_nonzero(truth == 1)  # the starting point
