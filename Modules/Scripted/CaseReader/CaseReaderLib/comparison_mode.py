@@ -220,7 +220,7 @@ class ComparisonMode(QtCore.QObject):
         self._batch_case.connect(self._on_batch_case, QtCore.Qt.ConnectionType.QueuedConnection)
         self._batch_done.connect(self._on_batch_done, QtCore.Qt.ConnectionType.QueuedConnection)
         window.case_shown.connect(self._on_case_shown)
-        window.loader.failed.connect(lambda *_: self._clear())
+        window.loader.failed.connect(lambda *_: None if self._closed else self._clear())
         window.editing.add_listener(self._on_editing_changed)
         window.installEventFilter(self)
         if window.loaded is not None:  # attached after a case was shown
