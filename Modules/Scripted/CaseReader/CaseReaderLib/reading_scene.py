@@ -114,6 +114,8 @@ class ReadingScene:
             view = self.app.view_manager.create_view(definition)
             view.render_window().SetMultiSamples(0)  # see the slice views
             self.three_d = view
+            # A view outside the current ones has its rendering blocked by trame-slicer.
+            self.app.view_manager.set_current_view_ids([*self.views, "ThreeD"])
         return self.three_d
 
     def set_navigation_mode(self) -> None:
@@ -172,7 +174,15 @@ class ReadingScene:
 
     def close(self) -> None:
         """Release the render windows (call once, when the reading window closes)."""
-        views = [view for _, view in self.iter_views()]
-        for view in [*views, self.three_d] if self.three_d is not None else views:
+        if self.three_d is not None:
+            # Drop the surfaces' graphics while the render window still has its context, and
+            # the view's registration: a 3D view left to interpreter exit can crash there.
+            self.three_d.set_render_blocked(True)
+            for renderer in self.three_d.renderers():
+                renderer.RemoveAllViewProps()
+            self.three_d.render_window().Finalize()
+            self.app.view_manager.remove_view("ThreeD")
+            self.three_d = None
+        for _, view in self.iter_views():
             view.set_render_blocked(True)
             view.render_window().Finalize()
