@@ -223,6 +223,8 @@ class ComparisonMode(QtCore.QObject):
         window.loader.failed.connect(lambda *_: None if self._closed else self._clear())
         window.editing.add_listener(self._on_editing_changed)
         window.installEventFilter(self)
+        if hasattr(window.saver, "provenance"):  # a saver that asks what a result derives from
+            window.saver.provenance = self.provenance
         if window.loaded is not None:  # attached after a case was shown
             self._on_case_shown(window.current_index, 0.0)
 
@@ -556,7 +558,7 @@ class ComparisonMode(QtCore.QObject):
     def provenance(self, case_id: str) -> ResultProvenance | None:
         """What the reader's result of case ``case_id`` was started from; None: their own work.
 
-        GUI thread (read it when the save is started, pass it to the save worker).
+        Safe from the save worker thread too (one dict lookup of an immutable value).
         """
         return self._provenance.get(case_id)
 
