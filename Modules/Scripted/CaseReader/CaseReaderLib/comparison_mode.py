@@ -223,6 +223,9 @@ class ComparisonMode(QtCore.QObject):
         window.loader.failed.connect(lambda *_: None if self._closed else self._clear())
         window.editing.add_listener(self._on_editing_changed)
         window.installEventFilter(self)
+        app = QtCore.QCoreApplication.instance()
+        if app is not None:  # the event loop may end with the window, before a queued close
+            app.aboutToQuit.connect(self.close)
         if hasattr(window.saver, "provenance"):  # a saver that asks what a result derives from
             window.saver.provenance = self.provenance
         if window.loaded is not None:  # attached after a case was shown
@@ -660,6 +663,10 @@ class ComparisonMode(QtCore.QObject):
         self.current = None
         with contextlib.suppress(RuntimeError):  # the window may already be deleted
             self.window.removeEventFilter(self)
+        app = QtCore.QCoreApplication.instance()
+        if app is not None:
+            with contextlib.suppress(RuntimeError, TypeError):
+                app.aboutToQuit.disconnect(self.close)
 
     @property
     def busy(self) -> bool:
