@@ -367,3 +367,35 @@ def test_dicom_seg_series_are_compared_and_referenced_by_the_result(
     finally:
         mode.close()
         reading.close()
+
+
+def test_a_missing_prediction_is_said_and_only_the_mask_can_be_started_from(
+    reading_factory, qtbot, tmp_path: Path, no_leaks
+) -> None:
+    """Case 2 has no prediction (an empty cell): the case opens, the panel says why."""
+    batch = write_batch(tmp_path / "batch")
+    table = tmp_path / "batch" / "cases.csv"
+    table.write_text(table.read_text().replace(",pred1.nrrd", ","))
+    reading = reading_factory(batch)
+    mode = ComparisonMode(reading.window, reading.batch.compare, rank_batch=False)
+    try:
+        with qtbot.waitSignal(mode.comparison_shown, timeout=SHOW_TIMEOUT_MS):
+            reading.start()
+        with qtbot.waitSignal(mode.comparison_shown, timeout=SHOW_TIMEOUT_MS):
+            reading.window.go_to(1)
+        panel = mode.panel
+        assert panel.table.rowCount() == 0
+        assert panel.problems.isVisible()
+        assert "no segmentation in column 'prediction'" in panel.problems.text()
+        assert mode.status.isHidden()  # the panel says it: nothing more
+        assert sorted(n for n in compared_nodes(reading.window) if n.startswith("Compared")) == [
+            "Compared: mask"
+        ]
+        buttons = mode.start_bar.buttons
+        assert buttons["mask"].isEnabled()
+        assert not buttons["prediction"].isEnabled() and not buttons["\0majority"].isEnabled()
+        assert reading.window.case_list.badge_of(1) == "—"
+        assert not mode.start_from_majority()
+    finally:
+        mode.close()
+        reading.close()

@@ -9,9 +9,9 @@ Attached from outside to a :class:`~.reading_window.ReadingWindow` whose batch h
 
 What it adds:
 
-* in the side panel, the :class:`~.comparison_panel.ComparisonPanel` (each segmentation's
-  colour, outline or fill, shown or hidden; the metrics of the case on screen) and "Start your
-  result from" buttons: one per segmentation and the majority vote;
+* under the case list, the :class:`~.comparison_panel.ComparisonPanel` (each segmentation's
+  colour, outline or fill, shown or hidden; the metrics of the case on screen); in the side
+  panel, "Start your result from" buttons: one per segmentation and the majority vote;
 * in the views, one segmentation node per compared segmentation, each in its own colour,
   drawn under the reader's own segmentation (which stays the one the tools edit);
 * in the case list, the worst Dice of each case as a badge and a "Worst agreement first" order,
@@ -152,7 +152,8 @@ class ComparisonMode(QtCore.QObject):
     Parameters
     ----------
     window
-        The reading window (its scene, editing, side panel, case list, session and banner).
+        The reading window (its scene, editing, side panel, case list, session, saver and
+        banner).
     spec
         The batch's ``[compare]`` table.
     rank_batch
@@ -256,7 +257,7 @@ class ComparisonMode(QtCore.QObject):
             header.setSectionResizeMode(column, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
         table.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         table.verticalHeader().setDefaultSectionSize(24)
-        for name in names:  # room for "Outline" in the narrow side panel
+        for name in names:  # room for "Outline" in the narrow column
             self.panel.row(name).outline.setMinimumWidth(64)
         self.panel.color_changed.connect(self._on_color)
         self.panel.outline_changed.connect(self._on_outline)
@@ -296,8 +297,6 @@ class ComparisonMode(QtCore.QObject):
         case_list.setFixedWidth(max(case_list.width(), CASE_COLUMN_WIDTH))
         side = window.side_panel.layout()
         side.insertWidget(_stretch_index(side), self.start_bar)
-
-        case_list = window.case_list
         case_list.set_order_choices(ORDERS)
         case_list.order_chosen.connect(self.set_order)
         self._show_status("")
