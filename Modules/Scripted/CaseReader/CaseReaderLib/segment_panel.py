@@ -14,7 +14,7 @@ from Qt import QtCore, QtGui, QtWidgets
 
 from CaseIteratorCoreLib.segmentation import Segment
 
-from .segment_editing import SegmentEditing
+from .segment_editing import CALM_PALETTE, SegmentEditing
 from .style import icon
 
 #: Rows shown before the list scrolls.
@@ -434,6 +434,9 @@ class SegmentPanel(QtWidgets.QWidget):
             return
         segment = editing.segments[index]
         segment_id = self._ids[index]
+        for number, rgb in enumerate(CALM_PALETTE[:16]):
+            # The calm colours new segments get, offered first as "custom colours".
+            QtWidgets.QColorDialog.setCustomColor(number, QtGui.QColor(*rgb))
         dialog = QtWidgets.QColorDialog(QtGui.QColor(*segment.color), self)
         dialog.setWindowTitle(f"Colour of {segment.name}")
         dialog.setOption(QtWidgets.QColorDialog.ColorDialogOption.DontUseNativeDialog)
@@ -475,8 +478,8 @@ class SegmentPanel(QtWidgets.QWidget):
             f"Its {voxels:,} painted voxels go with it. Undo (Ctrl+Z) brings it back."
         )
         remove = box.addButton("Remove", QtWidgets.QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton("Keep", QtWidgets.QMessageBox.ButtonRole.RejectRole)
-        box.setDefaultButton(remove)
+        keep = box.addButton("Keep", QtWidgets.QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(keep)  # Enter does not destroy work
         box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
 
         def answered(*_: object) -> None:
