@@ -236,7 +236,7 @@ def run_app(options: AppOptions) -> int:
 
     from CaseReaderLib.reading_scene import ReadingScene
     from CaseReaderLib.reading_session import ReadingSession
-    from CaseReaderLib.reading_window import ReadingWindow
+    from CaseReaderLib.reading_window import ReadingWindow, freeze_startup_objects
 
     reader: str | None = None
     code = EXIT_OK
@@ -275,6 +275,7 @@ def run_app(options: AppOptions) -> int:
             # close(), not hide(): a hidden splash would keep the application from quitting
             # when the reading window closes.
             splash.close()
+            freeze_startup_objects()  # full GC passes would otherwise stall the window
             # Unsaved edits left by a crash (or kill -9) are offered first.
             window.start(offer_recovery=True)
             code = int(app.exec())

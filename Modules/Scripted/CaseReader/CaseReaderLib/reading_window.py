@@ -14,6 +14,7 @@ moves on at once. After a crash the case opens with its draft as unsaved edits.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -62,6 +63,19 @@ TIME_FLUSH_S = 60.0
 #: A draft is written this long after the first edit not yet in a draft (seconds): with the
 #: write itself, at most ~5 s of editing can be lost.
 AUTOSAVE_S = 3.0
+
+
+def freeze_startup_objects() -> None:
+    """Move every object alive now out of the cyclic garbage collector's reach.
+
+    The Slicer core, VTK, Qt and trame-slicer leave hundreds of thousands of long-lived Python
+    objects; a full collection walks them all (~160 ms at 512x512x300 here) while holding the
+    GIL, on whichever thread triggers it: a prefetch worker's allocation froze the window that
+    long. Called once the window is built and before any case is loaded (no case data is
+    frozen), it makes later full collections take about 1 ms.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def clock(seconds: float) -> str:
