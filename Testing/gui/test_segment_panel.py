@@ -214,3 +214,20 @@ def test_a_result_with_added_and_renamed_segments_reopens_as_it_was(qtbot, readi
     assert editing.segments[2].algorithm_name == "Threshold"
     assert panel.list.count() == 4 and panel.row(3).name.text() == "Cyst"
     assert not editing.can_undo()
+
+
+def test_f2_renames_and_delete_removes_an_empty_added_segment(qtbot, reading) -> None:
+    window, editing = reading.window, reading.window.editing
+    panel = _panel(window)
+    index = panel.add_segment()
+    qtbot.keyClick(panel.row(index).editor, QtCore.Qt.Key.Key_Escape)  # keeps "Segment 4"
+    assert not panel.row(index).renaming and editing.segments[index].name == "Segment 4"
+    panel.list.setFocus()
+    qtbot.keyClick(panel.list, QtCore.Qt.Key.Key_F2)
+    assert panel.row(index).renaming
+    _type(qtbot, panel.row(index).editor, "Nodule")
+    assert editing.segments[index].name == "Nodule"
+    panel.list.setFocus()
+    qtbot.keyClick(panel.list, QtCore.Qt.Key.Key_Delete)  # nothing painted: no question
+    assert panel.confirm_box is None
+    assert [s.name for s in editing.segments] == ["Liver", "Liver lesion", "Aorta"]

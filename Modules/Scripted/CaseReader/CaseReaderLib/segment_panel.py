@@ -153,9 +153,16 @@ class _SegmentRow(QtWidgets.QWidget):
     def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
         if (
             watched is self.editor
-            and event.type() == QtCore.QEvent.Type.KeyPress
+            and event.type()
+            in (
+                QtCore.QEvent.Type.ShortcutOverride,
+                QtCore.QEvent.Type.KeyPress,
+            )
             and event.key() == QtCore.Qt.Key.Key_Escape
         ):
+            if event.type() == QtCore.QEvent.Type.ShortcutOverride:
+                event.accept()  # Esc is the window's "Adjust" tool: here it cancels
+                return True
             self._close_editor()  # Esc keeps the old name
             return True
         return super().eventFilter(watched, event)
