@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from Qt import QtCore
+from Qt import QtCore, QtWidgets
 
 from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.dicom_search import LocalDatabaseSearch, SearchFilters
@@ -335,3 +335,20 @@ def test_reading_window_switches_to_a_batch_made_in_the_browser(
         (case,) = source.iter_cases()
     (expected,) = [c for c in reading.cases if c.result.study_uid == study_uid]
     assert (case.id, case.name) == (expected.id, expected.name)  # the same case as the demo's
+
+
+def test_header_button_opens_the_browser_and_cancel_keeps_the_batch(reading, qtbot) -> None:
+    """The reader reaches the browser from the window's header; closing it changes nothing."""
+    window = reading.window
+    seen: list[str] = []
+
+    def close_browser() -> None:
+        dialog = QtWidgets.QApplication.activeModalWidget()
+        seen.append(type(dialog).__name__ if dialog is not None else "none")
+        if dialog is not None:
+            dialog.reject()
+
+    QtCore.QTimer.singleShot(300, close_browser)
+    qtbot.mouseClick(window.header.browser_button, QtCore.Qt.MouseButton.LeftButton)
+    assert seen == ["DicomBrowserDialog"]
+    assert window.isVisible() and window.requested_batch is None

@@ -208,6 +208,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         outer.setSpacing(0)
         self.header = ReadingHeader(session.batch.name, session.reader)
         self.header.open_button.clicked.connect(self.open_other_batch)
+        self.header.browser_button.clicked.connect(self.open_dicom_browser)
         self.header.open_button.setVisible(not self.kiosk or bool(self.allowed_folders))
         outer.addWidget(self.header)
 
@@ -809,6 +810,27 @@ class ReadingWindow(QtWidgets.QMainWindow):
     def open_other_batch(self) -> None:
         """Let the reader choose another batch (inside the allowed folders); close for it."""
         path = choose_batch(self, self.allowed_folders, kiosk=self.kiosk)
+        if path is None:
+            return
+        self.requested_batch = path
+        if not self.close():
+            self.requested_batch = None
+
+    def open_dicom_browser(self) -> None:
+        """Find studies in the DICOM browser; a batch made there opens in place of this one."""
+        from .dicom_browser import DicomBrowserDialog  # only when asked: it is not small
+
+        dialog = DicomBrowserDialog(
+            allowed_folders=self.allowed_folders,
+            kiosk=self.kiosk,
+            current_batch=self.session.batch.path,
+            parent=self,
+        )
+        try:
+            dialog.exec()
+            path = dialog.created_batch  # read after exec: closing here from its signal
+        finally:  # would run while the dialog is still open
+            dialog.deleteLater()
         if path is None:
             return
         self.requested_batch = path
