@@ -268,6 +268,11 @@ def run_app(options: AppOptions) -> int:
                 allowed_folders=station.allowed_folders,
                 prefetch=site_prefetch(site, batch.prefetch),
             )
+            comparison = None
+            if batch.compare is not None:  # the compared segmentations beside the views
+                from CaseReaderLib.comparison_mode import ComparisonMode
+
+                comparison = ComparisonMode(window, batch.compare)
             if kiosk:
                 window.showFullScreen()
             else:
@@ -279,6 +284,8 @@ def run_app(options: AppOptions) -> int:
             # Unsaved edits left by a crash (or kill -9) are offered first.
             window.start(offer_recovery=True)
             code = int(app.exec())
+            if comparison is not None:
+                comparison.close()  # its workers read the source
             source.close()
             previous, batch_path = batch_path, window.requested_batch
             window.deleteLater()

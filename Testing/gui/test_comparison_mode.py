@@ -364,6 +364,25 @@ def test_dicom_seg_series_are_compared_and_referenced_by_the_result(
             provenance.description
             == "Started from AI's segmentation; compared: Alice (reference), AI"
         )
+        # Save: the result SEG beside the series references the two compared SEGs and says how
+        # it was made.
+        assert reading.window.save_case()
+        reading.window.wait_for_saves()
+        written = [
+            path
+            for path in data.rglob("*.dcm")
+            if path not in paths.values()
+            and pydicom.dcmread(path, stop_before_pixels=True).Modality == "SEG"
+        ]
+        assert len(written) == 1
+        result = pydicom.dcmread(written[0], stop_before_pixels=True)
+        compared_series = {
+            pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID
+            for path in paths.values()
+        }
+        referenced = {item.SeriesInstanceUID for item in result.ReferencedSeriesSequence}
+        assert compared_series <= referenced
+        assert result.DerivationDescription == provenance.description
     finally:
         mode.close()
         reading.close()

@@ -49,6 +49,7 @@ from .tasks import CancelToken, check_cancel, no_progress
 #: Header tags read to choose a SEG series without its pixels.
 SEG_TAGS = [
     "Modality",
+    "SOPClassUID",
     "SOPInstanceUID",
     "StudyInstanceUID",
     "SeriesInstanceUID",

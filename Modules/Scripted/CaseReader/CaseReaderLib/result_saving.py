@@ -232,6 +232,9 @@ class ResultSaver:
         self._resume_lock = threading.Lock()
         #: Applied to a found segmentation in the worker (the window orders segments with it).
         self.arrange: Callable[[Segmentation], Segmentation] | None = None
+        #: Asked (case id) what a result was started from (comparison mode): an object with
+        #: ``seg_headers`` and ``description``, or None when nothing.
+        self.provenance: Callable[[str], Any] | None = None
 
     def save(self, layers: PaintedLayers, loaded: LoadedCase) -> SaveOutcome:
         """Save ``layers`` (a snapshot of the reader's segments) as ``loaded``'s result.
@@ -353,12 +356,15 @@ class ResultSaver:
         seg_dataset = None
         if dicom is not None and (output.format == "dicom-seg" or self.batch.source.type == "csv"):
             kind = SegKind.LABELMAP if output.seg_type == "labelmap" else SegKind.BINARY
+            derived = self.provenance(loaded.case.id) if self.provenance is not None else None
             seg_dataset = build_dicom_seg(
                 segmentation,
                 dicom,
                 reader=self.reader,
                 series_number=_next_series_number(dicom),
                 kind=kind,
+                derived_from_segmentations=derived.seg_headers if derived else (),
+                derivation_description=derived.description if derived else None,
             )
         with tempfile.TemporaryDirectory(prefix="caseiterator-save-") as folder:
             nrrd = None
