@@ -681,7 +681,8 @@ class LocalDicomDatabase:
             try:
                 item = _index_received(manager, content, series_rows)
                 if item is None:  # not a plain DICOM file: decode it and encode it again
-                    item = _encode_checked(manager, pydicom.dcmread(io.BytesIO(content), force=True))
+                    ds = pydicom.dcmread(io.BytesIO(content), force=True)
+                    item = _encode_checked(manager, ds)
             except Exception as exc:  # pydicom raises many types for damaged data
                 if batch:
                     self._write_and_index(client, batch)
