@@ -49,7 +49,15 @@ class Reading:
         self.window.resize(1400, 900)
         self.window.show()
         qtbot.waitExposed(self.window)
-        self.window.activateWindow()
+
+        # Activation is asynchronous and a request made too early is dropped: ask until the
+        # window is active (window shortcuts such as Ctrl+N only work in the active window).
+        def active() -> bool:
+            if not self.window.isActiveWindow():
+                self.window.activateWindow()
+            return self.window.isActiveWindow()
+
+        qtbot.waitUntil(active, timeout=5000)
 
     def start(self) -> None:
         with self.qtbot.waitSignal(self.window.case_shown, timeout=SHOW_TIMEOUT_MS):

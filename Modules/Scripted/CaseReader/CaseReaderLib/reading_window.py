@@ -237,6 +237,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self.segment_panel = SegmentPanel()
         self.segment_panel.set_segments(self._segments)
         side.addWidget(self.segment_panel)
+        self.segment_panel.bind(self.editing)  # add, rename, recolour, lock: on the node
         self.tools = EditToolsPanel(self.editing, effects)
         side.addWidget(self.tools)
         self.presets = WindowPresetsBar()

@@ -89,8 +89,10 @@ class _SegmentRow(QtWidgets.QWidget):
         layout.addWidget(self.editor, 1)
         self.lock = _icon_button("lock-open", "Lock: no tool changes this segment", True)
         self.lock.toggled.connect(self._on_lock)
-        self.lock.setVisible(editable)
         layout.addWidget(self.lock)
+        # After addWidget: shown while it has no parent, it would be a window of its own and
+        # take the activation (and the keyboard shortcuts) from the reading window.
+        self.lock.setVisible(editable)
         self.eye = _icon_button("eye", "Show or hide this segment", True)
         self.eye.setChecked(True)
         self.eye.toggled.connect(self._on_eye)
