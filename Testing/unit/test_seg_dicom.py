@@ -327,6 +327,23 @@ def test_segment_metadata_codes_colours_and_algorithm(tmp_path: Path) -> None:
     assert ds.SegmentsOverlap == "YES"
 
 
+def test_several_tools_named_keep_the_first_tools_algorithm_family(tmp_path: Path) -> None:
+    """The editor names every semi-automatic tool used ("Threshold, Islands"): the family is
+    the first one's (histogram analysis), not the generic default."""
+    import dataclasses
+
+    source = make_source("anisotropic", tmp_path / "series")
+    mask = np.zeros(source.geometry.shape, bool)
+    mask[1:3, 2:6, 2:6] = True
+    lesion = dataclasses.replace(LESION, algorithm_name="Threshold, Islands")
+    segmentation = Segmentation.from_masks([mask], source.geometry, [lesion])
+    ds = build_dicom_seg(segmentation, source.info, reader="jdoe", series_number=3)
+    algorithm = ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmName == "Threshold, Islands"
+    family = algorithm.AlgorithmFamilyCodeSequence[0]
+    assert (family.CodingSchemeDesignator, family.CodeValue) == ("DCM", "123105")
+
+
 def test_labelmap_refuses_overlap_naming_the_segments(tmp_path: Path) -> None:
     source = make_source("anisotropic", tmp_path / "series")
     segmentation = make_segmentation(source.geometry, overlap=True)

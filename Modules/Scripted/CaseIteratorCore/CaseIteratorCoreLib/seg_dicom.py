@@ -341,7 +341,8 @@ def _segment_descriptions(segmentation: Segmentation, kind: SegKind) -> list[Dat
         identification = None
         if algorithm != AlgorithmType.MANUAL:
             name = segment.algorithm_name or algorithm.value.lower()
-            family = getattr(codes.cid7162, _ALGORITHM_FAMILIES.get(name.lower(), _DEFAULT_FAMILY))
+            first = name.split(",")[0].strip().lower()  # "Threshold, Islands": the first tool
+            family = getattr(codes.cid7162, _ALGORITHM_FAMILIES.get(first, _DEFAULT_FAMILY))
             identification = hd.AlgorithmIdentificationSequence(
                 name=_limit(name),
                 family=family,
