@@ -176,3 +176,14 @@ def test_3d_view_is_off_by_default_and_shows_segment_surfaces(qtbot, reading, dr
     editing.set_surfaces_visible(False)
     assert not views.is_3d_visible and not views.three_d.isVisible()
     assert axial.isVisible()
+
+
+def test_ctrl_3_and_the_3d_button_toggle_the_3d_view(qtbot, reading) -> None:
+    window, views = reading.window, reading.window.views
+    action = window.actions["view_3d"]
+    assert action.isCheckable() and not action.isChecked() and "Ctrl+3" in action.toolTip()
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_3, QtCore.Qt.KeyboardModifier.ControlModifier)
+    assert action.isChecked() and views.is_3d_visible and views.three_d.isVisible()
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_3, QtCore.Qt.KeyboardModifier.ControlModifier)
+    assert not action.isChecked() and not views.is_3d_visible
+    assert reading.axial.isVisible()

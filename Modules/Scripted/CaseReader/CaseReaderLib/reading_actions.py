@@ -38,7 +38,17 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("undo", "Undo", "undo", ("Ctrl+Z",), "Undo the last edit"),
     ActionSpec("redo", "Redo", "redo", ("Ctrl+Y", "Ctrl+Shift+Z"), "Redo the undone edit"),
     ActionSpec("reset_views", "Reset views", "reset-view", ("Ctrl+0",), "Fit the views again"),
+    ActionSpec(
+        "view_3d",
+        "3D view",
+        None,
+        ("Ctrl+3",),
+        "Show the segments' surfaces in 3D (slow on computers without a graphics card)",
+    ),
 )
+
+#: Actions that switch something on and off.
+CHECKABLE = frozenset({"view_3d"})
 
 
 def shortcut_text(shortcuts: tuple[str, ...]) -> str:
@@ -58,6 +68,7 @@ def make_actions(window: QtWidgets.QWidget) -> dict[str, QtGui.QAction]:
             action.setIcon(icon(spec.icon))
         action.setShortcuts([QtGui.QKeySequence(s) for s in spec.shortcuts])
         action.setShortcutContext(QtCore.Qt.ShortcutContext.WindowShortcut)
+        action.setCheckable(spec.key in CHECKABLE)
         keys = shortcut_text(spec.shortcuts)
         action.setToolTip(f"{spec.tip} ({keys})" if keys else spec.tip)
         window.addAction(action)

@@ -242,6 +242,18 @@ class ReadingWindow(QtWidgets.QMainWindow):
         side.addWidget(self.tools)
         self.presets = WindowPresetsBar()
         side.addWidget(self.presets)
+        view_row = QtWidgets.QHBoxLayout()
+        view_row.setSpacing(4)
+        for key in ("reset_views", "view_3d"):
+            button = QtWidgets.QToolButton()
+            button.setObjectName("presetButton")
+            button.setDefaultAction(self.actions[key])
+            button.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextOnly)
+            button.setSizePolicy(
+                QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Fixed
+            )
+            view_row.addWidget(button)
+        side.addLayout(view_row)
         side.addStretch(1)
         self.details = CaseDetailsPanel()
         side.addWidget(self.details)
@@ -269,6 +281,7 @@ class ReadingWindow(QtWidgets.QMainWindow):
         a["undo"].triggered.connect(self.editing.undo)
         a["redo"].triggered.connect(self.editing.redo)
         a["reset_views"].triggered.connect(self.scene.reset_views)
+        a["view_3d"].toggled.connect(self.show_3d_view)
         self.case_list.case_chosen.connect(self.go_to)
         self.loader.state_changed.connect(
             lambda index, status: self.case_list.set_prefetch_state(
@@ -746,6 +759,12 @@ class ReadingWindow(QtWidgets.QMainWindow):
         self._record_time()
         self.timer.stop()
         self.loaded = None
+
+    def show_3d_view(self, visible: bool) -> None:
+        """Show or hide the 3D view of the segments (off at start: costly without a GPU)."""
+        # Surfaces first: the first render of the 3D view then fits its camera to them.
+        self.editing.set_surfaces_visible(visible)
+        self.views.set_3d_visible(visible)
 
     # -- window/level ----------------------------------------------------------------------
 
