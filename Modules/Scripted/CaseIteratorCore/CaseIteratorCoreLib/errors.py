@@ -64,6 +64,31 @@ class SiteSettingsError(ConfigFileError):
     """The site settings file is wrong (see :mod:`CaseIteratorCoreLib.site_settings`)."""
 
 
+class SitePolicyError(BatchDefinitionError):
+    """The site settings refuse this batch (a source, server or folder the site does not allow).
+
+    A :class:`BatchDefinitionError` (not a :class:`SiteSettingsError`): the site file is right,
+    the batch asks for something it forbids, so ``path``/``line``/``key`` point at the batch's
+    key and every place that reports an unusable batch shows it unchanged. ``site_file`` and
+    ``rule`` (``sources.servers``) say which admin setting refused it; both are in the message.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        message: str,
+        *,
+        site_file: Path,
+        rule: str,
+        line: int | None = None,
+        key: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.site_file = Path(site_file)
+        self.rule = rule
+        super().__init__(path, message, line=line, key=key, fix=fix)
+
+
 class CaseLoadError(CaseIteratorError):
     """A case cannot be loaded; ``problems`` says why (each naming the file or slice)."""
 
