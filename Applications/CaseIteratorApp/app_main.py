@@ -160,14 +160,17 @@ def choose_reader(options: AppOptions, station: Any, known: list[str]) -> str | 
     return dialog.reader() or None
 
 
-def _open_batch(splash: Any, batch_path: Path) -> tuple[Any, Any, list] | None:
-    """Load and list a batch while the splash shows; None (after telling why) when unusable."""
-    from CaseIteratorCoreLib.batch_file import load_batch
+def _open_batch(splash: Any, batch_path: Path, policy: Any) -> tuple[Any, Any, list] | None:
+    """Load and list a batch while the splash shows; None (after telling why) when unusable.
+
+    The site ``policy`` refuses a batch it does not allow like any unusable batch.
+    """
     from CaseIteratorCoreLib.errors import CaseIteratorError
+    from CaseIteratorCoreLib.site_policy import load_site_batch
 
     splash.set_message(f"Reading the batch {batch_path}…")
     try:
-        batch = load_batch(batch_path)
+        batch = load_site_batch(batch_path, policy)
 
         def list_cases():
             from CaseIteratorCoreLib.sources import open_source
@@ -195,6 +198,7 @@ def run_app(options: AppOptions) -> int:
     from Qt import QtWidgets
 
     from CaseIteratorCoreLib.errors import CaseIteratorError
+    from CaseIteratorCoreLib.site_policy import site_policy
     from CaseIteratorCoreLib.site_settings import load_site_settings
     from CaseReaderLib.qt_binding_guard import protect_none_refcount
     from CaseReaderLib.style import APP_TITLE, apply_style
@@ -216,6 +220,7 @@ def run_app(options: AppOptions) -> int:
     try:
         site = load_site_settings()
         station = station_settings(site)
+        policy = site_policy(site)  # a wrong [sources] or [output] is said now, not per batch
         from CaseIteratorCoreLib.batch_file import PrefetchSpec
 
         site_prefetch(site, PrefetchSpec())  # a wrong [prefetch] is said now, not per batch
@@ -243,7 +248,7 @@ def run_app(options: AppOptions) -> int:
     previous: Path | None = None
     try:
         while batch_path is not None:
-            opened = _open_batch(splash, batch_path)
+            opened = _open_batch(splash, batch_path, policy)
             if opened is None:
                 if previous is None:
                     return EXIT_UNUSABLE

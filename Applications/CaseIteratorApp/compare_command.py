@@ -11,7 +11,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from CaseIteratorCoreLib.atomic_files import replace_file
-from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.comparison import (
     CaseComparison,
     csv_rows,
@@ -21,6 +20,7 @@ from CaseIteratorCoreLib.comparison import (
     write_csv,
 )
 from CaseIteratorCoreLib.errors import BatchDefinitionError
+from CaseIteratorCoreLib.site_policy import load_site_batch
 from CaseIteratorCoreLib.sources import open_source
 
 from . import console
@@ -50,7 +50,7 @@ def run_compare(
 ) -> int:
     """Compare a batch; print a table (or JSON), write a CSV; return 0, 1 or 2."""
     try:
-        batch = load_batch(batch_path)
+        batch = load_site_batch(batch_path)
         if batch.compare is None:
             raise BatchDefinitionError(
                 batch.path,

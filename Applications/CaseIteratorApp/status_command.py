@@ -7,9 +7,9 @@ import argparse
 from rich.markup import escape
 from rich.table import Table
 
-from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.paths import default_reader
 from CaseIteratorCoreLib.progress_store import CaseStatus, ProgressStore
+from CaseIteratorCoreLib.site_policy import load_site_batch
 from CaseIteratorCoreLib.sources import open_source
 
 from . import console
@@ -17,7 +17,7 @@ from . import console
 
 def run_status(source_path: str, *, reader: str | None = None, as_json: bool = False) -> int:
     """Print counts per status and each case's progress; return 0 (2 when unusable)."""
-    batch = load_batch(source_path)
+    batch = load_site_batch(source_path)
     reader = reader or default_reader()
     with open_source(batch) as source, console.progress_bar("Listing cases") as progress:
         cases = list(source.iter_cases(progress))

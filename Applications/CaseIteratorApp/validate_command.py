@@ -7,9 +7,9 @@ import argparse
 from rich.markup import escape
 from rich.table import Table
 
-from CaseIteratorCoreLib.batch_file import load_batch
 from CaseIteratorCoreLib.errors import BatchDefinitionError
 from CaseIteratorCoreLib.loading import CaseReport, inspect_case
+from CaseIteratorCoreLib.site_policy import load_site_batch
 from CaseIteratorCoreLib.sources import open_source
 
 from . import console
@@ -25,7 +25,7 @@ def _unusable(message: str, as_json: bool) -> int:
 def run_validate(source_path: str, *, as_json: bool = False, pixels: bool = True) -> int:
     """Check a batch; print a table (or JSON); return 0, 1 or 2 (see ``caseiterator --help``)."""
     try:
-        batch = load_batch(source_path)
+        batch = load_site_batch(source_path)
         source = open_source(batch)
     except BatchDefinitionError as exc:
         return _unusable(str(exc), as_json)

@@ -14,7 +14,8 @@ and beside it the uid list (``StudyInstanceUID,SeriesInstanceUID`` per row; a ro
 series takes every image series of the study). "Add to batch" appends rows to the uid list of
 an existing batch of the same source; the batch file itself is not rewritten, so whatever
 else it holds (segments, output) stays as written. Both files are replaced atomically and the
-result is loaded back with :func:`.batch_file.load_batch` before it is reported written.
+result is loaded back with :func:`.batch_file.load_batch` before it is reported written. A
+batch the site policy (:mod:`.site_policy`) would refuse is neither written nor extended.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ from pathlib import Path
 import tomli_w
 
 from .atomic_files import replace_file
-from .batch_file import BatchDefinition, load_batch
+from .batch_file import BatchDefinition, SourceSpec, load_batch
 from .dicom_search import DicomSearch, DicomWebSearch, LocalDatabaseSearch
 from .errors import BatchDefinitionError, CaseIteratorError
 from .paths import user_data_dir
+from .site_policy import SitePolicy, load_site_batch, load_site_policy
 from .sources.base import safe_stem
 
 #: Columns of a uid list (the same as a DICOMweb batch's ``uid_list``).
@@ -178,6 +180,7 @@ def write_batch(
     *,
     name: str | None = None,
     folder: Path | None = None,
+    policy: SitePolicy | None = None,
 ) -> BatchWritten:
     """Write a new batch file (and its uid list) for ``items`` of ``origin``.
 
@@ -192,6 +195,8 @@ def write_batch(
         The batch's name; "DICOM selection <date time>" when None.
     folder
         Where to write; :func:`batches_folder` when None.
+    policy
+        The site's policy; read from the site settings when None.
 
     Returns
     -------
@@ -202,6 +207,8 @@ def write_batch(
     ------
     SelectionError
         When nothing is selected.
+    SitePolicyError
+        When the site does not allow batches of ``origin`` (nothing is written).
     """
     rows, added, already = _merge([], _checked(items))
     now = dt.datetime.now()
@@ -214,6 +221,9 @@ def write_batch(
         number += 1
         path = folder / f"{stem}-{number}.toml"
     uid_list = path.with_suffix(UID_LIST_SUFFIX)
+    table = origin.source_table(uid_list.name)
+    options = {k: v for k, v in table.items() if k != "type"}
+    (policy or load_site_policy()).check_source(SourceSpec(table["type"], options, folder, path))
     # The uid list first: a batch file is never there without its list.
     replace_file(uid_list, _uid_list_text(rows).encode("utf-8"))
     document = {"name": name, "source": origin.source_table(uid_list.name)}
@@ -223,7 +233,11 @@ def write_batch(
 
 
 def add_to_batch(
-    batch_path: Path, origin: BatchOrigin, items: Iterable[SelectedItem]
+    batch_path: Path,
+    origin: BatchOrigin,
+    items: Iterable[SelectedItem],
+    *,
+    policy: SitePolicy | None = None,
 ) -> BatchWritten:
     """Append ``items`` to the uid list of an existing batch of the same origin.
 
@@ -233,10 +247,11 @@ def add_to_batch(
         When nothing is selected, the batch reads from another source, or it has no uid
         list (it lists its cases by a query; adding rows would change which cases it holds).
     BatchDefinitionError
-        When the batch file does not load.
+        When the batch file does not load; :class:`~.errors.SitePolicyError` when the site
+        does not allow it (it is not extended).
     """
     new = _checked(items)
-    batch = load_batch(batch_path)
+    batch = load_site_batch(batch_path, policy)
     if not origin.matches(batch):
         raise SelectionError(
             f"the batch {batch.path.name} reads from another source than "

@@ -301,11 +301,14 @@ class DicomBrowserDialog(QtWidgets.QDialog):
 
 
 def _site_servers() -> tuple[Mapping[str, ServerSettings], str | None]:
-    """The site's servers, or none and why (a broken site file must not hide the browser)."""
+    """The site's servers batches may read from ([sources] servers), or none and why (a broken
+    site file must not hide the browser)."""
+    from CaseIteratorCoreLib.site_policy import site_policy
     from CaseIteratorCoreLib.site_settings import load_site_settings
 
     try:
-        return load_site_settings().servers, None
+        settings = load_site_settings()
+        return site_policy(settings).allowed_servers(settings.servers), None
     except CaseIteratorError as exc:
         return {}, str(exc)
 
