@@ -177,6 +177,36 @@ def test_window_loads_current_then_next_cases_then_previous(
         assert recorder.states(4).count(LoadState.FETCHING) == 1  # never loaded twice
 
 
+def test_a_reading_order_moves_the_window_to_its_neighbours(
+    table: Path, no_new_threads: None
+) -> None:
+    """Worst agreement first (comparison mode): "next" is the next case of that order, and the
+    cases loaded ahead are those, not the batch's neighbours."""
+    source = open_table(table)
+    cases = list(source.iter_cases())
+    order = [5, 2, 7, 0, 3, 1, 4, 6]
+    assert sorted(order) == list(range(len(cases)))
+    recorder = Recorder()
+    with Prefetcher(
+        source, cases, depth=2, interactive_workers=1, prefetch_workers=1, prefetch_delay_s=0
+    ) as prefetcher:
+        prefetcher.subscribe(recorder)
+        prefetcher.set_current(2)
+        assert prefetcher.plan == [2, 3, 4, 1]
+        prefetcher.set_order(order)
+        assert prefetcher.plan == [2, 7, 0, 5]
+        assert prefetcher.next_index(2) == 7 and prefetcher.next_index(6) is None
+        recorder.wait_for(settled(prefetcher, [2, 7, 0, 5]))
+        assert prefetcher.ready_indices() == [0, 2, 5, 7]
+        prefetcher.set_current(7)  # "Next" in that order: already there
+        assert prefetcher.peek(7) is not None
+        assert prefetcher.plan == [7, 0, 3, 2]
+        prefetcher.set_order(None)  # back to batch order
+        assert prefetcher.plan == [7, 6]
+        with pytest.raises(ValueError, match="permutation"):
+            prefetcher.set_order([0, 0, 1])
+
+
 def test_a_jump_cancels_the_old_neighbourhood(table: Path, no_new_threads: None) -> None:
     source, cases = gated(table)
     paths = [c.image.path for c in cases]

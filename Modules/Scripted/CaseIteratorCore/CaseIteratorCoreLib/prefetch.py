@@ -235,6 +235,8 @@ class Prefetcher:
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
         self._current: int | None = None
+        #: The reading order (batch indices); None: batch order.
+        self._order: list[int] | None = None
         self._plan: list[int] = []
         self._cache: dict[int, LoadedCase] = {}
         self._jobs: dict[int, _Job] = {}
@@ -350,6 +352,39 @@ class Prefetcher:
             self._cond.notify_all()
         self._dispatch()
 
+    def set_order(self, order: Sequence[int] | None) -> None:
+        """Read the cases in ``order`` (batch indices, each once; None: batch order).
+
+        "Next" and "previous" are then the neighbours in this order (a comparison batch read
+        worst agreement first): the window is re-planned around the current case.
+
+        Raises
+        ------
+        ValueError
+            When ``order`` is not a permutation of the batch's case indices.
+        """
+        if order is not None:
+            order = [int(i) for i in order]
+            if sorted(order) != list(range(len(self.cases))):
+                raise ValueError(
+                    f"reading order {order[:10]}... is not each of the {len(self.cases)} case "
+                    "indices once; pass a permutation of range(len(cases)), or None"
+                )
+        with self._cond:
+            self._order = order
+            if self._current is not None and not self._closed:
+                self._replan()
+                self._cond.notify_all()
+        self._dispatch()
+
+    def next_index(self, index: int) -> int | None:
+        """The case after ``index`` in the reading order (None after the last)."""
+        order = self._order
+        if order is None:
+            return index + 1 if index + 1 < len(self.cases) else None
+        position = order.index(index) + 1
+        return order[position] if position < len(order) else None
+
     def get(self, index: int, timeout: float | None = None) -> LoadedCase:
         """Return case ``index`` loaded, waiting for it (the interactive path).
 
@@ -452,17 +487,18 @@ class Prefetcher:
             raise IndexError(f"case index {index} is outside the batch (0-{len(self.cases) - 1})")
 
     def _window(self, current: int) -> list[int]:
-        last = min(current + self.depth, len(self.cases) - 1)
-        window = list(range(current, last + 1))
-        if current > 0:
-            window.append(current - 1)
+        order = self._order if self._order is not None else range(len(self.cases))
+        position = order.index(current)
+        window = list(order[position : position + self.depth + 1])
+        if position > 0:
+            window.append(order[position - 1])
         return window
 
     def _protected(self) -> set[int]:
         """The current and next cases: never evicted, always loaded whatever the cap."""
         if self._current is None:
             return set()
-        return {self._current, self._current + 1} & set(self._plan)
+        return {self._current, self.next_index(self._current)} & set(self._plan)
 
     def _replan(self) -> None:
         assert self._current is not None
