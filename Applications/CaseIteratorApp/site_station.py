@@ -14,6 +14,9 @@ admin's file wins over the reader's)::
 
     [tools]
     effects = ["paint", "erase", "draw"]  # editing tools shown (default: all)
+
+``[sources]`` (allowed source types, servers, folders) and ``[output]`` (destination, format,
+seg_type fixed for every batch) are read by :mod:`CaseIteratorCoreLib.site_policy`.
 """
 
 from __future__ import annotations
