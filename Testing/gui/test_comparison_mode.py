@@ -258,6 +258,11 @@ def test_metrics_nodes_toggles_accept_and_worst_first(comparison, qtbot, tmp_pat
     lesion_row = next(r for r in range(panel.table.rowCount()) if panel.cell_text(r, 0) == "Lesion")
     assert panel.cell_text(lesion_row, 2) == "0.000"
     assert case_list.list.currentItem() is top  # the selection follows the case, not the row
+    # Next and Previous follow the list: the worst case has no previous one, its next is the
+    # second worst, and that one is what is loaded ahead.
+    assert not window.actions["previous"].isEnabled() and window.actions["next"].isEnabled()
+    assert window.session.neighbour(1) == expected[1]
+    assert window.loader.prefetcher.plan[:2] == [1, expected[1]]
     # The model drew no lesion here: starting from it empties the lesion of the starting point.
     truth1, _ = truth_and_prediction(1)
     assert window.editing.painted_voxels(1) == np.count_nonzero(truth1 == 2) > 0
@@ -267,6 +272,7 @@ def test_metrics_nodes_toggles_accept_and_worst_first(comparison, qtbot, tmp_pat
     box.setCurrentIndex(box.findData("batch"))
     box.activated.emit(box.currentIndex())
     assert case_list.order() == [0, 1, 2]
+    assert window.actions["previous"].isEnabled() and window.session.neighbour(1) == 2
 
 
 def _ras_of_middle(mask: np.ndarray, reading) -> tuple[float, float, float]:

@@ -146,6 +146,11 @@ class CaseLoader(QtCore.QObject):
         if status.state is LoadState.FAILED:
             self._post(("status", status))  # failed ahead: said like a fresh failure
 
+    def set_order(self, order: Sequence[int] | None) -> None:
+        """Load ahead in this reading order (batch indices; None: batch order)."""
+        if not self._closed:
+            self.prefetcher.set_order(order)
+
     def retry(self, index: int) -> None:
         """Forget that case ``index`` failed; load it again as the wanted case."""
         if self._closed:
@@ -191,7 +196,7 @@ class CaseLoader(QtCore.QObject):
         if loaded is None:
             return
         wanted = index == self._wanted
-        ahead = self._wanted is not None and index == self._wanted + 1
+        ahead = self._wanted is not None and index == self.prefetcher.next_index(self._wanted)
         if index in self._prepared:
             if wanted:
                 self._deliver(index, loaded)

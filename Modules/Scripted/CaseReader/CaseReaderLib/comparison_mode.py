@@ -641,11 +641,11 @@ class ComparisonMode(QtCore.QObject):
     def _apply_order(self) -> None:
         if self._closed:
             return
-        case_list = self.window.case_list
-        if self._order == "disagreement":
-            case_list.set_order(order_by_disagreement(self.worst_dice, self.session.count))
+        if self._order == "disagreement":  # Next then goes to the next worst case too
+            order = order_by_disagreement(self.worst_dice, self.session.count)
+            self.window.set_reading_order(order)
         else:
-            case_list.set_order(None)
+            self.window.set_reading_order(None)
 
     # -- closing ---------------------------------------------------------------------------
 

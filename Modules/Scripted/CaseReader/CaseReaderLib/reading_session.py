@@ -44,6 +44,9 @@ class ReadingSession:
     cases: Sequence[Case]
     progress: BatchProgress
     current_index: int = -1
+    #: The reading order (batch indices) when it is not the batch's, e.g. worst agreement
+    #: first in comparison mode; Next and Previous follow it.
+    order: Sequence[int] | None = None
 
     @classmethod
     def open(
@@ -104,16 +107,33 @@ class ReadingSession:
         ``finishing`` are ids of cases being saved: they count as finished.
         """
         statuses = self.statuses()
-        for offset in range(1, len(statuses) + 1):
-            index = (after + offset) % len(statuses)
+        order = self.reading_order()
+        start = order.index(after) if after in order else -1
+        for offset in range(1, len(order) + 1):
+            index = order[(start + offset) % len(order)]
             if statuses[index] not in FINISHED and self.cases[index].id not in finishing:
                 return index
         return None
 
+    def reading_order(self) -> list[int]:
+        """Batch indices in the order the reader goes through them."""
+        if self.order is None:
+            return list(range(len(self.cases)))
+        return list(self.order)
+
+    def neighbour(self, step: int) -> int | None:
+        """The case ``step`` places after (negative: before) the current one in the reading
+        order, or None when there is none."""
+        order = self.reading_order()
+        if self.current_index not in order:
+            return None
+        position = order.index(self.current_index) + step
+        return order[position] if 0 <= position < len(order) else None
+
     def has_previous(self) -> bool:
-        """Whether there is a case before the current one."""
-        return self.current_index > 0
+        """Whether there is a case before the current one (in the reading order)."""
+        return self.neighbour(-1) is not None
 
     def has_next(self) -> bool:
-        """Whether there is a case after the current one."""
-        return 0 <= self.current_index < len(self.cases) - 1
+        """Whether there is a case after the current one (in the reading order)."""
+        return self.neighbour(1) is not None

@@ -369,13 +369,27 @@ class ReadingWindow(QtWidgets.QMainWindow):
 
     def next_case(self) -> None:
         """Open the next case (nothing is saved)."""
-        if self.session.has_next():
-            self.go_to(self.session.current_index + 1)
+        following = self.session.neighbour(1)
+        if following is not None:
+            self.go_to(following)
 
     def previous_case(self) -> None:
         """Open the previous case."""
-        if self.session.has_previous():
-            self.go_to(self.session.current_index - 1)
+        before = self.session.neighbour(-1)
+        if before is not None:
+            self.go_to(before)
+
+    def set_reading_order(self, order: Sequence[int] | None) -> None:
+        """Go through the cases in ``order`` (batch indices; None: batch order).
+
+        The case list shows that order, Next / Previous and Save & Next follow it, and the
+        cases loaded ahead are its next ones.
+        """
+        order = list(order) if order is not None else None
+        self.session.order = order
+        self.case_list.set_order(order)
+        self.loader.set_order(order)
+        self._update_actions()
 
     def skip_case(self, reason: str | None = None) -> bool:
         """Skip the current case with a reason (asked when not given); go to the next one."""
@@ -501,8 +515,9 @@ class ReadingWindow(QtWidgets.QMainWindow):
 
     def _advance(self) -> None:
         """After a case is finished: the next case, or a calm note at the end of the batch."""
-        if self.session.has_next():
-            self.go_to(self.session.current_index + 1)
+        following = self.session.neighbour(1)
+        if following is not None:
+            self.go_to(following)
             return
         remaining = self.session.next_unfinished_index(
             self.session.current_index, finishing=set(self._saving)
