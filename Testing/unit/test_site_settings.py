@@ -64,3 +64,24 @@ def test_secret_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     token.chmod(0o600)
     assert settings.server("b").secret.read() == "tkn"
     assert "tkn" not in repr(settings.server("b")) and "pw" not in repr(settings.server("a"))
+
+
+def test_the_environment_cannot_leave_the_admin_file_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$CASEITERATOR_SITE_SETTINGS replaces the reader's files, never the admin's."""
+    from CaseIteratorCoreLib import site_settings
+
+    admin = tmp_path / "etc" / "site.toml"
+    admin.parent.mkdir()
+    admin.write_text('[[servers]]\nname = "pacs"\nurl = "http://pacs.example.org/dicom-web"\n')
+    own = tmp_path / "own.toml"
+    own.write_text('[[servers]]\nname = "mine"\nurl = "http://127.0.0.1:1/dicom-web"\n')
+    monkeypatch.setattr(site_settings, "ADMIN_FILE", admin)
+    monkeypatch.setenv("CASEITERATOR_SITE_SETTINGS", str(own))
+    assert site_settings.site_settings_paths() == [admin, own]
+    assert sorted(load_site_settings().servers) == ["mine", "pacs"]
+    monkeypatch.setenv("CASEITERATOR_SITE_SETTINGS", "")
+    assert site_settings.site_settings_paths() == [admin]
+    admin.unlink()  # no admin file on this machine: the list is the environment's
+    assert site_settings.site_settings_paths() == []

@@ -6,8 +6,10 @@ file fixed (the admin file is the first one):
 1. ``/etc/caseiterator/site.toml`` (the admin's, read-only for readers);
 2. ``<user config folder>/CaseIterator/site.toml`` (``~/.config/CaseIterator/site.toml``).
 
-``$CASEITERATOR_SITE_SETTINGS`` replaces that list (paths separated by ``:``), for tests and
-for stations that keep the file elsewhere. Example::
+``$CASEITERATOR_SITE_SETTINGS`` replaces the reader's part of that list (paths separated by
+``:``), for tests and for stations that keep the file elsewhere. The admin's file, when there is
+one, is always read first: a reader who can set environment variables cannot leave the site's
+rules behind. Example::
 
     [[servers]]
     name = "pacs"
@@ -45,10 +47,12 @@ TOP_KEYS = ("servers", "station", "reader", "output", "prefetch", "tools", "sour
 def site_settings_paths() -> list[Path]:
     """The site files to read, in order (admin first)."""
     override = os.environ.get(ENV)
-    if override is not None:
-        return [Path(p) for p in override.split(os.pathsep) if p]
-    user = Path(platformdirs.user_config_dir(APP_NAME, False)) / "site.toml"
-    return [ADMIN_FILE, user]
+    if override is None:
+        return [ADMIN_FILE, Path(platformdirs.user_config_dir(APP_NAME, False)) / "site.toml"]
+    paths = [Path(p) for p in override.split(os.pathsep) if p]
+    if ADMIN_FILE.is_file() and ADMIN_FILE not in paths:
+        paths.insert(0, ADMIN_FILE)  # the admin's rules hold whatever the environment says
+    return paths
 
 
 @dataclass(frozen=True)
