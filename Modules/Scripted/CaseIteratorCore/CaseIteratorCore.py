@@ -104,10 +104,10 @@ class CaseIteratorCoreLogic(ScriptedLoadableModuleLogic):
         CaseIteratorCoreLib.errors.CaseIteratorError
             When the batch cannot be used (the message names the file, line and fix).
         """
-        from CaseIteratorCoreLib.batch_file import load_batch
+        from CaseIteratorCoreLib.site_policy import load_site_batch
         from CaseIteratorCoreLib.sources import open_source
 
-        batch = load_batch(Path(path))
+        batch = load_site_batch(Path(path))  # the site's rules hold inside Slicer too
         source = open_source(batch)
         return batch, source, list(source.iter_cases())
 
