@@ -32,7 +32,7 @@ from .atomic_files import PARTIAL_SUFFIX, replace_file
 from .errors import CaseIteratorError
 from .geometry import Geometry
 from .paths import user_data_dir
-from .segmentation import AlgorithmType, Segment, Segmentation
+from .segmentation import AlgorithmType, Segment, Segmentation, painted_box
 from .terminology import Code
 
 #: First bytes of a draft file (the format version is the number).
@@ -138,22 +138,6 @@ class PaintedLayers:
             block = self.blocks[layer] if layer < len(self.blocks) else None
             counts.append(0 if block is None else int(np.count_nonzero(block.values == value)))
         return tuple(counts)
-
-
-def painted_box(layer: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """The smallest ``(k, j, i)`` box holding every non-zero voxel of ``layer``, or None."""
-    planes = np.flatnonzero(layer.reshape(layer.shape[0], -1).any(axis=1))
-    if planes.size == 0:
-        return None
-    k0, k1 = int(planes[0]), int(planes[-1]) + 1
-    part = layer[k0:k1]
-    rows = np.flatnonzero(part.any(axis=(0, 2)))
-    columns = np.flatnonzero(part.any(axis=(0, 1)))
-    return (
-        slice(k0, k1),
-        slice(int(rows[0]), int(rows[-1]) + 1),
-        slice(int(columns[0]), int(columns[-1]) + 1),
-    )
 
 
 @dataclass(frozen=True, eq=False)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .batch_file import DEFAULT_SEGMENT
 from .geometry import Geometry
-from .segmentation import AlgorithmType, Segment, Segmentation
+from .segmentation import AlgorithmType, Segment, Segmentation, painted_box
 from .terminology import Code
 
 #: Name of the representation segments are painted in.
@@ -177,22 +177,6 @@ def _oriented_image(geometry: Geometry, block: np.ndarray | None, start: tuple[i
     return image
 
 
-def _painted_box(layer: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """The smallest (k, j, i) box holding every non-zero voxel of ``layer``, or None."""
-    slices = np.flatnonzero(layer.reshape(layer.shape[0], -1).any(axis=1))
-    if slices.size == 0:
-        return None
-    k0, k1 = int(slices[0]), int(slices[-1]) + 1
-    part = layer[k0:k1]
-    rows = np.flatnonzero(part.any(axis=(0, 2)))
-    columns = np.flatnonzero(part.any(axis=(0, 1)))
-    return (
-        slice(k0, k1),
-        slice(int(rows[0]), int(rows[-1]) + 1),
-        slice(int(columns[0]), int(columns[-1]) + 1),
-    )
-
-
 def segmentation_to_node(
     scene: Any, segmentation: Segmentation, volume_node: Any, name: str
 ) -> Any:
@@ -246,7 +230,7 @@ def segmentation_to_node(
 
     images = []
     for layer in segmentation.layers:
-        box = _painted_box(layer)
+        box = painted_box(layer)
         if box is None:
             images.append(_oriented_image(geometry, None, (0, 0, 0)))
             continue
@@ -291,7 +275,8 @@ def _add_to_subject_hierarchy(scene: Any, node: Any, volume_node: Any) -> None:
     hierarchy.CreateItem(parent, node)
 
 
-def _segment_tags(vtk_segment: Any) -> dict[str, str]:
+def segment_tags(vtk_segment: Any) -> dict[str, str]:
+    """The CaseIterator tags of a vtkSegment (terminology, algorithm type and name)."""
     import vtk
 
     tags: dict[str, str] = {}
@@ -410,7 +395,7 @@ def node_to_segmentation(
         name = vtk_segment.GetName()
         segments.append(
             segment_from_slicer(
-                name, vtk_segment.GetColor(), _segment_tags(vtk_segment), by_name.get(name)
+                name, vtk_segment.GetColor(), segment_tags(vtk_segment), by_name.get(name)
             )
         )
         placement.append((layer, value))
@@ -446,7 +431,7 @@ def fill_segments(node: Any, segment_ids: Sequence[str], segmentation: Segmentat
     geometry = segmentation.geometry
     for index, segment_id in enumerate(segment_ids[: len(segmentation.segments)]):
         mask = segmentation.mask(index)
-        box = _painted_box(mask.astype(np.uint8))
+        box = painted_box(mask.astype(np.uint8))
         if box is None:
             continue
         block = mask[box].astype(np.uint8)

@@ -195,3 +195,19 @@ class Segmentation:
     def with_segments(self, segments: Sequence[Segment]) -> Segmentation:
         """The same voxels with other segment descriptions (names, codes, colours)."""
         return replace(self, segments=tuple(segments))
+
+
+def painted_box(layer: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The smallest ``(k, j, i)`` box holding every non-zero voxel of ``layer``, or None."""
+    planes = np.flatnonzero(layer.reshape(layer.shape[0], -1).any(axis=1))
+    if planes.size == 0:
+        return None
+    k0, k1 = int(planes[0]), int(planes[-1]) + 1
+    part = layer[k0:k1]
+    rows = np.flatnonzero(part.any(axis=(0, 2)))
+    columns = np.flatnonzero(part.any(axis=(0, 1)))
+    return (
+        slice(k0, k1),
+        slice(int(rows[0]), int(rows[-1]) + 1),
+        slice(int(columns[0]), int(columns[-1]) + 1),
+    )

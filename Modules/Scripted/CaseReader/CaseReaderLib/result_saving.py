@@ -29,11 +29,9 @@ from CaseIteratorCoreLib.draft_store import LabelBlock, PaintedLayers
 from CaseIteratorCoreLib.geometry import Geometry
 from CaseIteratorCoreLib.loading import LoadedCase
 from CaseIteratorCoreLib.mrml_segmentation import (
-    ALGORITHM_NAME_TAG,
-    ALGORITHM_TYPE_TAG,
     BINARY_LABELMAP,
-    TERMINOLOGY_TAG,
     segment_from_slicer,
+    segment_tags,
 )
 from CaseIteratorCoreLib.segmentation import Segment, Segmentation
 from CaseIteratorCoreLib.sources.base import BatchSource
@@ -98,21 +96,10 @@ def snapshot_layers(editing: SegmentEditing, geometry: Geometry) -> PaintedLayer
         meta = metas[number] if number < len(metas) else None
         segments.append(
             segment_from_slicer(
-                vtk_segment.GetName(), vtk_segment.GetColor(), _tags(vtk_segment), meta
+                vtk_segment.GetName(), vtk_segment.GetColor(), segment_tags(vtk_segment), meta
             )
         )
     return PaintedLayers(geometry, tuple(segments), tuple(blocks), tuple(placement))
-
-
-def _tags(vtk_segment: Any) -> dict[str, str]:
-    import vtk
-
-    tags: dict[str, str] = {}
-    for key in (TERMINOLOGY_TAG, ALGORITHM_TYPE_TAG, ALGORITHM_NAME_TAG):
-        value = vtk.reference("")
-        if vtk_segment.GetTag(key, value):
-            tags[key] = str(value)
-    return tags
 
 
 def _block_on_grid(image: Any, geometry: Geometry, label: str) -> LabelBlock | None:
