@@ -39,31 +39,12 @@ from .geometry import Geometry, Volume
 from .image_files import file_geometry
 from .loading import _fetch_and_read
 from .problems import Problem, ProblemCode, Severity
-from .result_store import same_reader
+from .result_store import SEG_HEADER_JSON_KEYS, SEG_HEADER_TAGS, same_reader
 from .seg_dicom import SegmentationFileError, dicom_seg_geometry, read_dicom_seg, seg_creator
 from .seg_nrrd import read_seg_nrrd
 from .segmentation import Segmentation
 from .sources.base import BatchSource
 from .tasks import CancelToken, check_cancel, no_progress
-
-#: Header tags read to choose a SEG series without its pixels.
-SEG_TAGS = [
-    "Modality",
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SeriesDescription",
-    "SeriesNumber",
-    "SeriesDate",
-    "SeriesTime",
-    "ContentDate",
-    "ContentTime",
-    "ContentCreatorName",
-    "FrameOfReferenceUID",
-    "ReferencedSeriesSequence",
-]
-_HEADER_KEYS = frozenset(f"{pydicom.datadict.tag_for_keyword(k):08X}" for k in SEG_TAGS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -162,7 +143,7 @@ def _local_candidates(summaries: Sequence[Any], study: str) -> list[SegSeriesCan
         if summary.modality != "SEG" or summary.study_uid != study:
             continue
         for path in summary.files:
-            header, _ = read_header(path, tags=SEG_TAGS)
+            header, _ = read_header(path, tags=SEG_HEADER_TAGS)
             if header is not None:
                 found.append(SegSeriesCandidate(header, lambda path=path: path))
     return found
@@ -181,7 +162,7 @@ def _web_candidates(source: Any, study: str) -> list[SegSeriesCandidate]:
             metadata = client.retrieve_series_metadata(study, series)
         for item in metadata:
             # Only the header keys: decoding all per-frame groups would take ~0.4 s per SEG.
-            header = Dataset.from_json({k: v for k, v in item.items() if k in _HEADER_KEYS})
+            header = Dataset.from_json({k: v for k, v in item.items() if k in SEG_HEADER_JSON_KEYS})
 
             def fetch(header: Dataset = header, series: str = series) -> Path:
                 sop = str(header.get("SOPInstanceUID", ""))
@@ -462,13 +443,12 @@ def load_segmentations(
             )
             continue
         if header is None and _is_dicom_seg(path):
-            header, _ = read_header(path, tags=SEG_TAGS)
+            header, _ = read_header(path, tags=SEG_HEADER_TAGS)
         loaded.append(LoadedSegmentation(name, where, segmentation, resampled, header))
     return loaded, problems
 
 
 __all__ = [
-    "SEG_TAGS",
     "LoadedSegmentation",
     "SegSeriesCandidate",
     "image_grid",

@@ -73,24 +73,28 @@ NRRD_CASE_KEY = "CaseIterator_Case"
 SEG_NRRD_SUFFIX = ".seg.nrrd"
 SEG_DICOM_SUFFIX = ".seg.dcm"
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-#: Header tags read to judge a SEG file without its pixels.
-_SEG_TAGS = [
+#: Header tags read to judge a SEG file without its pixels (whose, of which series, when).
+SEG_HEADER_TAGS = [
     "Modality",
     "SOPClassUID",
     "SOPInstanceUID",
     "StudyInstanceUID",
     "SeriesInstanceUID",
+    "SeriesDescription",
     "SeriesNumber",
     "SeriesDate",
     "SeriesTime",
     "ContentDate",
     "ContentTime",
     "ContentCreatorName",
+    "FrameOfReferenceUID",
     "ReferencedSeriesSequence",
 ]
 #: The same tags as JSON keys: a SEG's metadata is filtered to them before decoding, because
 #: decoding its per-frame functional groups takes ~0.4 s for a 512x512x100 SEG of 3 segments.
-_HEADER_KEYS = frozenset(f"{pydicom.datadict.tag_for_keyword(k):08X}" for k in _SEG_TAGS)
+SEG_HEADER_JSON_KEYS = frozenset(
+    f"{pydicom.datadict.tag_for_keyword(k):08X}" for k in SEG_HEADER_TAGS
+)
 _NRRD_HEADER_MAX = 1 << 20
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: What a QIDO-RS series search returns to order SEG series without reading them.
@@ -622,7 +626,7 @@ class ResultStore:
                     break
                 with server_errors(settings, f"the metadata request of SEG series {seg_series}"):
                     metadata = [
-                        Dataset.from_json({k: v for k, v in m.items() if k in _HEADER_KEYS})
+                        Dataset.from_json({k: v for k, v in m.items() if k in SEG_HEADER_JSON_KEYS})
                         for m in client.retrieve_series_metadata(study, seg_series)
                     ]
                 for header in metadata:
@@ -808,7 +812,7 @@ def _referenced_series(ds: Dataset) -> set[str]:
 def _read_seg_header(path: Path) -> Dataset | None:
     """The header of a DICOM SEG file (no pixels), None for anything else."""
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_SEG_TAGS)
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=SEG_HEADER_TAGS)
     except (OSError, InvalidDicomError, ValueError, TypeError, AttributeError):
         return None
     if str(header.get("SOPClassUID", "")) != SEG_SOP_CLASS and header.get("Modality") != "SEG":
