@@ -169,3 +169,17 @@ def header_int(ds: Dataset, keyword: str, default: int) -> int:
         return int(value) if value not in (None, "") else default
     except (TypeError, ValueError):
         return default
+
+
+def text_of(ds: Dataset, keyword: str) -> str:
+    """``ds``'s value of ``keyword`` as text ("" when absent or empty)."""
+    value = ds.get(keyword, "")
+    return "" if value is None else str(value)
+
+
+def int_of(ds: Dataset, keyword: str) -> int | None:
+    """``ds``'s value of ``keyword`` as an integer (None when absent or not a number)."""
+    try:
+        return int(ds.get(keyword))
+    except (TypeError, ValueError):
+        return None

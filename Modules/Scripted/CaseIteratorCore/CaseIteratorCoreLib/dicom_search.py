@@ -36,6 +36,7 @@ from typing import Any, Generic, TypeVar
 from pydicom.dataset import Dataset
 
 from .dicom_database import INDEX_NAME, LocalDicomDatabase, default_database_dir
+from .dicom_files import int_of, text_of
 from .dicomweb_connection import open_client, server_errors
 from .errors import CaseIteratorError
 from .series_selection import SeriesSummary
@@ -487,18 +488,6 @@ def _filter_series(rows: list[SeriesRow], modality: str, description: str) -> li
 # -- DICOMweb server --------------------------------------------------------------------------
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value)
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        return int(ds.get(keyword))
-    except (TypeError, ValueError):
-        return None
-
-
 def _values(ds: Dataset, keyword: str) -> tuple[str, ...]:
     value = ds.get(keyword)
     if value is None or value == "":
@@ -574,17 +563,17 @@ class DicomWebSearch(DicomSearch):
         )
         rows = tuple(
             StudyRow(
-                study_uid=_text(ds, "StudyInstanceUID"),
-                patient_id=_text(ds, "PatientID"),
-                patient_name=_text(ds, "PatientName"),
-                birth_date=_text(ds, "PatientBirthDate"),
-                study_date=_text(ds, "StudyDate"),
-                study_time=_text(ds, "StudyTime"),
-                description=_text(ds, "StudyDescription"),
-                accession_number=_text(ds, "AccessionNumber"),
+                study_uid=text_of(ds, "StudyInstanceUID"),
+                patient_id=text_of(ds, "PatientID"),
+                patient_name=text_of(ds, "PatientName"),
+                birth_date=text_of(ds, "PatientBirthDate"),
+                study_date=text_of(ds, "StudyDate"),
+                study_time=text_of(ds, "StudyTime"),
+                description=text_of(ds, "StudyDescription"),
+                accession_number=text_of(ds, "AccessionNumber"),
                 modalities=_values(ds, "ModalitiesInStudy"),
-                n_series=_int(ds, "NumberOfStudyRelatedSeries"),
-                n_instances=_int(ds, "NumberOfStudyRelatedInstances"),
+                n_series=int_of(ds, "NumberOfStudyRelatedSeries"),
+                n_instances=int_of(ds, "NumberOfStudyRelatedInstances"),
             )
             for ds in found[:limit]
         )
@@ -610,12 +599,12 @@ class DicomWebSearch(DicomSearch):
         rows = [
             SeriesRow(
                 study_uid=study_uid,
-                series_uid=_text(ds, "SeriesInstanceUID"),
-                modality=_text(ds, "Modality"),
-                description=_text(ds, "SeriesDescription"),
-                series_number=_int(ds, "SeriesNumber"),
-                n_images=_int(ds, "NumberOfSeriesRelatedInstances"),
-                series_date=_text(ds, "SeriesDate"),
+                series_uid=text_of(ds, "SeriesInstanceUID"),
+                modality=text_of(ds, "Modality"),
+                description=text_of(ds, "SeriesDescription"),
+                series_number=int_of(ds, "SeriesNumber"),
+                n_images=int_of(ds, "NumberOfSeriesRelatedInstances"),
+                series_date=text_of(ds, "SeriesDate"),
             )
             for ds in found
         ]
@@ -631,7 +620,7 @@ class DicomWebSearch(DicomSearch):
             series_uid,
             fields=["SOPInstanceUID", "InstanceNumber"],
         )
-        items = [(_int(ds, "InstanceNumber"), _text(ds, "SOPInstanceUID")) for ds in found]
+        items = [(int_of(ds, "InstanceNumber"), text_of(ds, "SOPInstanceUID")) for ds in found]
         return sorted(items, key=lambda item: (item[0] is None, item[0] or 0, item[1]))
 
 

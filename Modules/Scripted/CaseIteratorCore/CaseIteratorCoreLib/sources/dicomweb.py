@@ -35,6 +35,7 @@ from pydicom.dataset import Dataset
 from ..background_store import BackgroundStore
 from ..batch_file import BatchDefinition, SourceSpec
 from ..cases import Case, DicomSeriesRef, ImageRef
+from ..dicom_files import int_of, text_of
 from ..dicomweb_connection import ServerError, ServerUnreachable, open_client, server_errors
 from ..errors import BatchDefinitionError
 from ..multipart_reader import CHUNK_BYTES, MultipartError, boundary_of, iter_parts
@@ -60,18 +61,6 @@ _SERIES_FIELDS = ["Modality", "SeriesDescription", "SeriesNumber", "NumberOfSeri
 _WADO_ACCEPT = 'multipart/related; type="application/dicom"'
 #: Received instances between two progress reports.
 _PROGRESS_EVERY = 16
-
-
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword, "")
-    return "" if value is None else str(value)
-
-
-def _int(ds: Dataset, keyword: str) -> int | None:
-    try:
-        return int(ds.get(keyword))
-    except (TypeError, ValueError):
-        return None
 
 
 class DicomWebSource(BatchSource):
@@ -210,7 +199,7 @@ class DicomWebSource(BatchSource):
             yield found[0], series
 
     def _series_of(self, study: Dataset, only_series: str = "") -> list[SeriesSummary]:
-        study_uid = _text(study, "StudyInstanceUID")
+        study_uid = text_of(study, "StudyInstanceUID")
         filters = {"SeriesInstanceUID": only_series} if only_series else None
         found = self._search(
             f"the QIDO-RS series search of study {study_uid}",
@@ -227,15 +216,15 @@ class DicomWebSource(BatchSource):
         summaries = [
             SeriesSummary(
                 study_uid=study_uid,
-                series_uid=_text(series, "SeriesInstanceUID"),
-                modality=_text(series, "Modality"),
-                description=_text(series, "SeriesDescription"),
-                series_number=_int(series, "SeriesNumber"),
-                n_images=_int(series, "NumberOfSeriesRelatedInstances") or 0,
-                patient_id=_text(study, "PatientID"),
-                patient_name=_text(study, "PatientName"),
-                study_date=_text(study, "StudyDate"),
-                study_description=_text(study, "StudyDescription"),
+                series_uid=text_of(series, "SeriesInstanceUID"),
+                modality=text_of(series, "Modality"),
+                description=text_of(series, "SeriesDescription"),
+                series_number=int_of(series, "SeriesNumber"),
+                n_images=int_of(series, "NumberOfSeriesRelatedInstances") or 0,
+                patient_id=text_of(study, "PatientID"),
+                patient_name=text_of(study, "PatientName"),
+                study_date=text_of(study, "StudyDate"),
+                study_description=text_of(study, "StudyDescription"),
             )
             for series in found
         ]
@@ -251,7 +240,9 @@ class DicomWebSource(BatchSource):
             studies = ((s, "") for page in self._study_pages(cancel) for s in page)
         index = 0
         for done, (study, only_series) in enumerate(studies):
-            progress(done, None, f"study {_text(study, 'StudyDate')} {_text(study, 'PatientID')}")
+            progress(
+                done, None, f"study {text_of(study, 'StudyDate')} {text_of(study, 'PatientID')}"
+            )
             chosen = select_image_series(
                 self._series_of(study, only_series),
                 self.rule,
@@ -298,7 +289,7 @@ class DicomWebSource(BatchSource):
             if have and ref.n_instances is None:
                 return replace(ref, files=self.cache.series_files(study, series))
             raise
-        wanted = {_text(ds, "SOPInstanceUID") for ds in listed}
+        wanted = {text_of(ds, "SOPInstanceUID") for ds in listed}
         if not wanted:
             raise ServerError(
                 self.server.describe(),
