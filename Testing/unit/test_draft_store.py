@@ -105,6 +105,19 @@ def test_a_draft_for_another_grid_is_refused_with_a_clear_message(tmp_path: Path
     assert kept is not None and kept.exists() and store.load("c", other) is None
 
 
+def test_drafts_set_aside_are_kept_a_month_then_removed(tmp_path: Path) -> None:
+    store = DraftStore("batch-1", "dr.a", tmp_path)
+    for case in ("old", "new"):
+        store.save(Draft(case, PaintedLayers.from_segmentation(_segmentation()), 1.0))
+    old = store.set_aside("old")
+    assert old is not None
+    month_and_a_day = 31 * 24 * 3600
+    os.utime(old, (old.stat().st_atime - month_and_a_day, old.stat().st_mtime - month_and_a_day))
+    new = store.set_aside("new")  # setting another aside prunes the ones past their time
+    assert new is not None and new.exists() and not old.exists()
+    assert store.prune_rejected() == 0
+
+
 def test_damaged_drafts_are_refused_not_crashed_on(tmp_path: Path) -> None:
     store = DraftStore("batch-1", "dr.a", tmp_path)
     path = store.save(Draft("c", PaintedLayers.from_segmentation(_segmentation()), 1.0))

@@ -336,6 +336,12 @@ def decode_draft(path: Path, data: bytes) -> Draft:
         raise DraftError(path, f"the draft is damaged ({type(exc).__name__}: {exc})") from exc
 
 
+#: Suffix of a draft set aside (painted on another grid, damaged).
+REJECTED_SUFFIX = ".rejected"
+#: How long a set-aside draft is kept (30 days).
+REJECTED_KEEP_S = 30 * 24 * 3600.0
+
+
 class DraftStore:
     """The drafts of one reader in one batch.
 
@@ -450,9 +456,29 @@ class DraftStore:
         path = self.path_for(case_id)
         if not path.exists():
             return None
-        target = path.with_suffix(".rejected")
+        target = path.with_suffix(REJECTED_SUFFIX)
         path.replace(target)
+        self.prune_rejected()
         return target
+
+    def prune_rejected(self, max_age_s: float = REJECTED_KEEP_S) -> int:
+        """Remove drafts set aside more than ``max_age_s`` ago; returns how many went.
+
+        They are kept a while for the site admin (the reader may ask what became of some
+        edits), not for ever.
+        """
+        if not self.folder.is_dir():
+            return 0
+        removed = 0
+        oldest = time.time() - max_age_s
+        for path in self.folder.glob(f"*{REJECTED_SUFFIX}"):
+            try:
+                if path.stat().st_mtime < oldest:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
 
 def drafts_of(batch_key: str, reader: str, case_ids: Sequence[str]) -> list[DraftInfo]:
