@@ -28,3 +28,29 @@ def test_browser_tabs_follow_the_site_policy(
     finally:
         dialog.close()
     assert dialog.runner.pool.activeThreadCount() == 0
+
+
+def test_no_local_database_tab_when_the_site_allows_no_dicom_db_batch(
+    qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = tmp_path / "site.toml"
+    site.write_text(
+        '[[servers]]\nname = "pacs"\nurl = "http://127.0.0.1:9/dicom-web"\n\n'
+        '[sources]\ntypes = ["dicomweb"]\n'
+    )
+    monkeypatch.setenv("CASEITERATOR_SITE_SETTINGS", str(site))
+    dialog = DicomBrowserDialog(database_dir=tmp_path / "db")
+    qtbot.addWidget(dialog)
+    try:
+        names = [dialog.tabs.tabText(i) for i in range(dialog.tabs.count())]
+        assert names == ["pacs"] and dialog.import_bar is None
+    finally:
+        dialog.close()
+    site.write_text('[sources]\ntypes = ["csv"]\n')  # nothing the browser can offer
+    dialog = DicomBrowserDialog(database_dir=tmp_path / "db")
+    qtbot.addWidget(dialog)
+    try:
+        assert dialog.tabs.count() == 0
+        assert "ask your site admin" in dialog.banner.text.text()
+    finally:
+        dialog.close()

@@ -625,10 +625,15 @@ class DicomWebSearch(DicomSearch):
 
 
 def searches_for(
-    servers: Mapping[str, ServerSettings], database_dir: Path | None = None
+    servers: Mapping[str, ServerSettings],
+    database_dir: Path | None = None,
+    *,
+    local: bool = True,
 ) -> list[DicomSearch]:
-    """The local database's search, then one per configured server (in the settings' order)."""
-    return [LocalDatabaseSearch(database_dir), *(DicomWebSearch(s) for s in servers.values())]
+    """The local database's search (unless ``local`` is False: the site allows no dicom-db
+    batch), then one per server (in the settings' order)."""
+    searches: list[DicomSearch] = [LocalDatabaseSearch(database_dir)] if local else []
+    return searches + [DicomWebSearch(s) for s in servers.values()]
 
 
 __all__ = [

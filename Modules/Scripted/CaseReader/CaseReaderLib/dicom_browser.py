@@ -98,12 +98,22 @@ class DicomBrowserDialog(QtWidgets.QDialog):
         self.runner = TaskRunner(self)
         self._closed = False
         settings_problem = None
+        local = True
         if servers is None:
-            servers, settings_problem = _site_servers()
-        self.searches: list[DicomSearch] = searches_for(servers, database_dir)
+            servers, local, settings_problem = _site_servers()
+        self.searches: list[DicomSearch] = searches_for(servers, database_dir, local=local)
+        #: The local database's import bar (None when the site allows no dicom-db batch).
+        self.import_bar: ImportBar | None = None
         self._build(allowed_folders, kiosk, page_size)
         if settings_problem:
             self.banner.show_message("The site's servers cannot be shown", settings_problem)
+        elif not self.searches:
+            self.banner.show_message(
+                "Nothing to browse on this station",
+                "The site settings allow neither the local DICOM database nor a DICOMweb "
+                "server as a batch source; ask your site admin.",
+                kind="info",
+            )
         self.resize(1320, 820)
 
     # -- construction ----------------------------------------------------------------------
@@ -201,6 +211,10 @@ class DicomBrowserDialog(QtWidgets.QDialog):
     # -- batches -----------------------------------------------------------------------------
 
     def _update_buttons(self) -> None:
+        if not self.tab_pages:  # nothing the site allows to browse: nothing to start
+            self.start_button.setEnabled(False)
+            self.add_button.setEnabled(False)
+            return
         tab = self.current_tab
         summary = tab.selection_summary()
         self.start_button.setEnabled(bool(summary))
@@ -300,17 +314,20 @@ class DicomBrowserDialog(QtWidgets.QDialog):
         super().closeEvent(event)
 
 
-def _site_servers() -> tuple[Mapping[str, ServerSettings], str | None]:
-    """The site's servers batches may read from ([sources] servers), or none and why (a broken
-    site file must not hide the browser)."""
+def _site_servers() -> tuple[Mapping[str, ServerSettings], bool, str | None]:
+    """The site's servers batches may read from ([sources] servers), whether the local
+    database may be a batch source ([sources] types), or no server and why (a broken site file
+    must not hide the browser)."""
     from CaseIteratorCoreLib.site_policy import site_policy
     from CaseIteratorCoreLib.site_settings import load_site_settings
 
     try:
         settings = load_site_settings()
-        return site_policy(settings).allowed_servers(settings.servers), None
+        policy = site_policy(settings)
+        local = policy.types is None or "dicom-db" in policy.types
+        return policy.allowed_servers(settings.servers), local, None
     except CaseIteratorError as exc:
-        return {}, str(exc)
+        return {}, True, str(exc)
 
 
 __all__ = ["DicomBrowserDialog"]
