@@ -153,3 +153,18 @@ def test_a_case_that_cannot_be_opened_is_shown_calmly_and_can_be_left(
         harness.wait_shown(0)
     finally:
         harness.close()
+
+
+def test_case_counter_is_centred_in_the_header(qtbot, reading) -> None:
+    """ "Case N of M" sits in the middle of the window whatever the two sides hold."""
+    header = reading.window.header
+    qtbot.waitUntil(lambda: header.counter.text().startswith("Case 1 of"), timeout=5000)
+
+    def centre_offset() -> float:
+        counter = header.counter
+        middle = counter.mapTo(header, QtCore.QPoint(counter.width() // 2, 0)).x()
+        return abs(middle - header.width() / 2)
+
+    qtbot.waitUntil(lambda: centre_offset() <= 3, timeout=5000)
+    header.set_reading_time(75, paused=True)  # a wider timer chip: still centred
+    qtbot.waitUntil(lambda: centre_offset() <= 3, timeout=5000)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from Qt import QtCore, QtWidgets
+from Qt import QtCore, QtGui, QtWidgets
 
 from .style import APP_TITLE, icon, logo
 
@@ -33,6 +33,14 @@ class _Chip(QtWidgets.QFrame):
         layout.addWidget(self.label)
 
 
+def _side() -> QtWidgets.QWidget:
+    """A plain box for one side of the header (the header's colour shows through)."""
+    side = QtWidgets.QWidget()
+    side.setObjectName("headerSide")
+    side.setStyleSheet("QWidget#headerSide { background: transparent; }")
+    return side
+
+
 class ReadingHeader(QtWidgets.QFrame):
     """Top bar of the reading window."""
 
@@ -43,9 +51,15 @@ class ReadingHeader(QtWidgets.QFrame):
         layout.setContentsMargins(14, 8, 14, 8)
         layout.setSpacing(12)
 
+        # The brand (left) and the buttons and chips (right) sit in boxes made equally wide
+        # when there is room, so "Case N of M" stays in the middle of the window.
+        self._left = _side()
+        left = QtWidgets.QHBoxLayout(self._left)
+        left.setContentsMargins(0, 0, 0, 0)
+        left.setSpacing(12)
         mark = QtWidgets.QLabel()
         mark.setPixmap(logo().pixmap(30, 30))
-        layout.addWidget(mark)
+        left.addWidget(mark)
         brand = QtWidgets.QVBoxLayout()
         brand.setSpacing(0)
         name = QtWidgets.QLabel(APP_TITLE)
@@ -54,7 +68,9 @@ class ReadingHeader(QtWidgets.QFrame):
         self.batch_label = QtWidgets.QLabel(batch_name)
         self.batch_label.setObjectName("batchName")
         brand.addWidget(self.batch_label)
-        layout.addLayout(brand)
+        left.addLayout(brand)
+        left.addStretch(1)
+        layout.addWidget(self._left)
         layout.addStretch(1)
 
         middle = QtWidgets.QVBoxLayout()
@@ -71,25 +87,46 @@ class ReadingHeader(QtWidgets.QFrame):
         self.case_title.setObjectName("caseTitle")
         self.case_title.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
         middle.addWidget(self.case_title)
+        self._middle = middle
         layout.addLayout(middle)
         layout.addStretch(1)
 
+        self._right = _side()
+        right = QtWidgets.QHBoxLayout(self._right)
+        right.setContentsMargins(0, 0, 0, 0)
+        right.setSpacing(12)
+        right.addStretch(1)
         self.browser_button = QtWidgets.QPushButton("DICOM browser…")
         self.browser_button.setToolTip(
             "Find studies on this computer or the PACS and read them as a batch"
         )
-        layout.addWidget(self.browser_button)
+        right.addWidget(self.browser_button)
         self.open_button = QtWidgets.QPushButton("Open batch…")
         self.open_button.setToolTip("Open another batch (your progress in this one is kept)")
-        layout.addWidget(self.open_button)
+        right.addWidget(self.open_button)
         self.timer_chip = _Chip(
             "clock", "readingTime", "Reading time of this case (pauses when idle or minimised)"
         )
         self.timer_chip.label.setText("00:00")
-        layout.addWidget(self.timer_chip)
+        right.addWidget(self.timer_chip)
         self.reader_chip = _Chip("reader", "readerName", "The reader whose work is recorded")
         self.reader_chip.label.setText(reader)
-        layout.addWidget(self.reader_chip)
+        right.addWidget(self.reader_chip)
+        layout.addWidget(self._right)
+
+    def _balance(self) -> None:
+        """Make the two sides equally wide when the header has room for it (centred title)."""
+        sides = max(self._left.sizeHint().width(), self._right.sizeHint().width())
+        margins = self.layout().contentsMargins()
+        room = self.width() - margins.left() - margins.right() - 4 * self.layout().spacing()
+        width = sides if room >= 2 * sides + self._middle.sizeHint().width() else 0
+        for side in (self._left, self._right):
+            if side.minimumWidth() != width:
+                side.setMinimumWidth(width)
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._balance()
 
     def set_position(self, number: int, count: int, finished: int, title: str) -> None:
         """Show "Case ``number`` of ``count``", the finished share and the case's title."""
@@ -98,8 +135,10 @@ class ReadingHeader(QtWidgets.QFrame):
         self.progress.setValue(finished)
         self.progress.setToolTip(f"{finished} of {count} cases finished (done or skipped)")
         self.case_title.setText(title)
+        self._balance()
 
     def set_reading_time(self, seconds: float, paused: bool = False) -> None:
         """Update the timer chip."""
         text = format_duration(seconds)
         self.timer_chip.label.setText(f"{text}  paused" if paused else text)
+        self._balance()  # "paused" widens the right side
