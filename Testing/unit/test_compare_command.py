@@ -177,6 +177,33 @@ def test_missing_cell_and_unreadable_file_do_not_stop_the_batch(tmp_path: Path) 
     assert "pred2.nrrd" in results[2].problems[0].message
 
 
+def test_a_missing_prediction_file_is_a_warning_and_the_case_still_opens(
+    tmp_path: Path,
+) -> None:
+    """A file named in a compared-only column that is not there does not stop the reader:
+    the case lists with a warning, opens, and the comparison names the missing file. (A
+    missing file in the image or the pre-segmentation column still stops the case.)"""
+    from CaseIteratorCoreLib.loading import load_case
+    from CaseIteratorCoreLib.problems import Severity
+
+    rows = ["ID,image,mask,prediction", "case0,img0.nrrd,mask0.nrrd,gone.nrrd"]
+    rows += ["case1,img1.nrrd,gone-too.nrrd,pred1.nrrd"]
+    batch = csv_batch(tmp_path, [0, 0], rows=rows)
+    definition = load_batch(batch)
+    with open_source(definition) as source:
+        cases = list(source.iter_cases())
+        (warning,) = cases[0].problems
+        assert warning.severity is Severity.WARNING and "gone.nrrd" in warning.message
+        loaded = load_case(source, cases[0])
+        assert loaded.image.volume.array.shape == SHAPE
+        assert [m.ref.role for m in loaded.masks] == ["mask"]
+        (error,) = cases[1].problems
+        assert error.severity is Severity.ERROR and "gone-too.nrrd" in error.message
+        results = list(iter_comparisons(source, definition.compare, templates=definition.segments))
+    assert not results[0].ok
+    assert any("gone.nrrd" in p.message for p in results[0].problems)
+
+
 @pytest.mark.parametrize(
     ("compare", "key", "needle"),
     [

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..batch_file import BatchDefinition, SourceSpec
 from ..cases import Case, ImageFileRef, ImageRef, ResultTarget
 from ..errors import BatchDefinitionError
-from ..problems import Problem, ProblemCode
+from ..problems import Problem, ProblemCode, Severity
 from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
 from .base import BatchSource, safe_stem, unique_id
 
@@ -81,7 +81,10 @@ class CsvTableSource(BatchSource):
             "compare": list(batch.compare.columns) if batch.compare else [],
         }
         known = [columns["mask"], *columns["masks"]]
-        columns["masks"] += [c for c in columns["compare"] if c not in known]
+        # Columns only compared (a model's prediction): a missing file there is a warning, the
+        # case still opens for reading and the comparison names the file.
+        columns["compared_only"] = [c for c in columns["compare"] if c not in known]
+        columns["masks"] += columns["compared_only"]
         root = spec.path("root", required=False) if "root" in spec.options else None
         delimiter = _string(spec, "delimiter", None)
         if delimiter is not None and len(delimiter) != 1:
@@ -206,7 +209,9 @@ class CsvTableSource(BatchSource):
         problems: list[Problem] = []
         root = values.get(cols["root"], "") or (str(self._root) if self._root else "")
 
-        def ref(column: str, role: str, required: bool) -> ImageRef | None:
+        def ref(
+            column: str, role: str, required: bool, missing_ok: bool = False
+        ) -> ImageRef | None:
             text = values.get(column, "")
             if not text:
                 if required:
@@ -222,6 +227,7 @@ class CsvTableSource(BatchSource):
                     Problem(
                         ProblemCode.MISSING_FILE,
                         f"{where}, column {column!r}: file not found: {path}",
+                        Severity.WARNING if missing_ok else Severity.ERROR,
                     )
                 )
             return ImageFileRef(role=role, path=path)
@@ -229,7 +235,12 @@ class CsvTableSource(BatchSource):
         image = ref(cols["image"], "image", True)
         images = [image] if image else []
         images += [r for c in cols["images"] if (r := ref(c, c, False))]
-        masks = [r for c in [cols["mask"], *cols["masks"]] if (r := ref(c, c, False))]
+        compared_only = set(cols.get("compared_only", ()))
+        masks = [
+            r
+            for c in [cols["mask"], *cols["masks"]]
+            if (r := ref(c, c, False, missing_ok=c in compared_only))
+        ]
 
         base = (values.get(id_column) if id_column else "") or ""
         if not base and image is not None:
