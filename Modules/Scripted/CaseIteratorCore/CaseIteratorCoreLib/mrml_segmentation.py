@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .batch_file import DEFAULT_SEGMENT
+from .draft_store import LabelBlock
 from .geometry import Geometry
 from .segmentation import AlgorithmType, Segment, Segmentation, painted_box
 from .terminology import Code
@@ -287,20 +288,39 @@ def segment_tags(vtk_segment: Any) -> dict[str, str]:
     return tags
 
 
-def _layer_on_grid(image: Any, geometry: Geometry, label: str) -> np.ndarray | None:
-    """The scalars of one labelmap image padded onto ``geometry`` (None when it is empty)."""
-    from vtk.util.numpy_support import vtk_to_numpy
+def layer_block(
+    image: Any, geometry: Geometry, label: str, *, copy: bool = True
+) -> LabelBlock | None:
+    """The painted box of one labelmap layer on ``geometry`` (None when nothing of it is there).
 
-    extent = image.GetExtent()
-    if extent[1] < extent[0] or extent[3] < extent[2] or extent[5] < extent[4]:
+    Parameters
+    ----------
+    image
+        The layer (a segment's binary-labelmap ``vtkOrientedImageData``), or None.
+    geometry
+        The image grid; the layer must lie on it (same axes, whole-voxel offset).
+    label
+        What the layer is called in the error.
+    copy
+        Own the values: the editor changes its scalars in place while a worker reads them.
+        False gives a view of the scalars when they are unsigned already.
+
+    Raises
+    ------
+    ValueError
+        When the layer is not on the image grid (its voxels would have to be resampled).
+    """
+    if image is None or image.GetPointData().GetScalars() is None:
+        return None
+    x0, x1, y0, y1, z0, z1 = image.GetExtent()
+    if x1 < x0 or y1 < y0 or z1 < z0:
         return None
     import vtk
+    from vtk.util.numpy_support import vtk_to_numpy
 
     matrix = vtk.vtkMatrix4x4()
     image.GetImageToWorldMatrix(matrix)
-    image_to_world = _numpy4(matrix)
-    world_to_grid = np.linalg.inv(geometry.ijk_to_ras())
-    image_to_grid = world_to_grid @ image_to_world
+    image_to_grid = np.linalg.inv(geometry.ijk_to_ras()) @ _numpy4(matrix)
     offset = image_to_grid[:3, 3]
     if not np.allclose(image_to_grid[:3, :3], np.eye(3), atol=1e-4) or not np.allclose(
         offset, np.round(offset), atol=1e-3
@@ -310,25 +330,37 @@ def _layer_on_grid(image: Any, geometry: Geometry, label: str) -> np.ndarray | N
             "its voxels would have to be resampled"
         )
     shift = np.round(offset).astype(int)
-    scalars = vtk_to_numpy(image.GetPointData().GetScalars())
-    nk = extent[5] - extent[4] + 1
-    nj = extent[3] - extent[2] + 1
-    ni = extent[1] - extent[0] + 1
-    block = scalars.reshape(nk, nj, ni)
-    start = np.array([extent[0], extent[2], extent[4]]) + shift  # (i, j, k) on the grid
-    stop = start + np.array([ni, nj, nk])
+    values = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
+        z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1
+    )
+    start = np.array([z0 + shift[2], y0 + shift[1], x0 + shift[0]])  # (k, j, i) on the grid
+    stop = start + np.array(values.shape)
     lo = np.maximum(start, 0)
-    hi = np.minimum(stop, np.asarray(geometry.size))
-    dtype = np.uint8 if block.dtype.itemsize == 1 else np.uint16
-    full = np.zeros(geometry.shape, dtype=dtype)
+    hi = np.minimum(stop, np.array(geometry.shape))
     if np.any(hi <= lo):
-        return full  # painted entirely outside the image
-    source = block[
-        lo[2] - start[2] : hi[2] - start[2],
-        lo[1] - start[1] : hi[1] - start[1],
+        return None  # painted entirely outside the image
+    part = values[
         lo[0] - start[0] : hi[0] - start[0],
+        lo[1] - start[1] : hi[1] - start[1],
+        lo[2] - start[2] : hi[2] - start[2],
     ]
-    full[lo[2] : hi[2], lo[1] : hi[1], lo[0] : hi[0]] = source
+    if part.dtype.kind != "u":
+        part = part.astype(np.uint16 if part.max(initial=0) > 255 else np.uint8)
+    elif copy:
+        part = part.copy()
+    return LabelBlock((int(lo[0]), int(lo[1]), int(lo[2])), part)
+
+
+def _layer_on_grid(image: Any, geometry: Geometry, label: str) -> np.ndarray | None:
+    """One labelmap layer padded onto ``geometry`` (None when nothing of it is there)."""
+    block = layer_block(image, geometry, label, copy=False)
+    if block is None:
+        return None
+    one_byte = image.GetPointData().GetScalars().GetDataTypeSize() == 1
+    full = np.zeros(geometry.shape, dtype=np.uint8 if one_byte else np.uint16)
+    k, j, i = block.start
+    nk, nj, ni = block.values.shape
+    full[k : k + nk, j : j + nj, i : i + ni] = block.values
     return full
 
 

@@ -30,6 +30,7 @@ from CaseIteratorCoreLib.geometry import Geometry
 from CaseIteratorCoreLib.loading import LoadedCase
 from CaseIteratorCoreLib.mrml_segmentation import (
     BINARY_LABELMAP,
+    layer_block,
     segment_from_slicer,
     segment_tags,
 )
@@ -90,7 +91,7 @@ def snapshot_layers(editing: SegmentEditing, geometry: Geometry) -> PaintedLayer
         key = image.GetAddressAsString("vtkOrientedImageData") if image is not None else ""
         if not key or key not in layer_of:
             layer_of[key or segment_id] = len(blocks)
-            blocks.append(_block_on_grid(image, geometry, vtk_segment.GetName()))
+            blocks.append(layer_block(image, geometry, vtk_segment.GetName()))
         layer = layer_of[key or segment_id]
         placement.append((layer, max(1, int(vtk_segment.GetLabelValue()))))
         meta = metas[number] if number < len(metas) else None
@@ -100,47 +101,6 @@ def snapshot_layers(editing: SegmentEditing, geometry: Geometry) -> PaintedLayer
             )
         )
     return PaintedLayers(geometry, tuple(segments), tuple(blocks), tuple(placement))
-
-
-def _block_on_grid(image: Any, geometry: Geometry, label: str) -> LabelBlock | None:
-    """A copy of one label layer's scalars with where they sit on ``geometry`` (None if empty)."""
-    if image is None or image.GetPointData().GetScalars() is None:
-        return None
-    import vtk
-    from vtk.util.numpy_support import vtk_to_numpy
-
-    x0, x1, y0, y1, z0, z1 = image.GetExtent()
-    if x1 < x0 or y1 < y0 or z1 < z0:
-        return None
-    matrix = vtk.vtkMatrix4x4()
-    image.GetImageToWorldMatrix(matrix)
-    to_world = np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
-    to_grid = np.linalg.inv(geometry.ijk_to_ras()) @ to_world
-    offset = to_grid[:3, 3]
-    if not np.allclose(to_grid[:3, :3], np.eye(3), atol=1e-4) or not np.allclose(
-        offset, np.round(offset), atol=1e-3
-    ):
-        raise ValueError(f"segment {label!r} is not on the image grid; it cannot be saved as is")
-    shift = np.round(offset).astype(int)
-    values = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(
-        z1 - z0 + 1, y1 - y0 + 1, x1 - x0 + 1
-    )
-    start = np.array([z0 + shift[2], y0 + shift[1], x0 + shift[0]])  # (k, j, i)
-    stop = start + np.array(values.shape)
-    lo = np.maximum(start, 0)
-    hi = np.minimum(stop, np.array(geometry.shape))
-    if np.any(hi <= lo):
-        return None  # painted entirely outside the image
-    part = values[
-        lo[0] - start[0] : hi[0] - start[0],
-        lo[1] - start[1] : hi[1] - start[1],
-        lo[2] - start[2] : hi[2] - start[2],
-    ]
-    if part.dtype.kind != "u":
-        part = part.astype(np.uint16 if part.max(initial=0) > 255 else np.uint8)
-    else:
-        part = part.copy()  # the editor changes its scalars in place while the worker reads
-    return LabelBlock((int(lo[0]), int(lo[1]), int(lo[2])), part)
 
 
 def describe_starting_point(point: Any) -> str:
