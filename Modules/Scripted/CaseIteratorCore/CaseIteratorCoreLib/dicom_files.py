@@ -6,12 +6,13 @@ it is met.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pydicom
 import pydicom.config
 import pydicom.uid
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 
@@ -183,3 +184,19 @@ def int_of(ds: Dataset, keyword: str) -> int | None:
         return int(ds.get(keyword))
     except (TypeError, ValueError):
         return None
+
+
+def dataset_bytes(ds: Dataset) -> bytes:
+    """``ds`` encoded as a DICOM file (Part 10) in memory.
+
+    A dataset without file meta, or without a transfer syntax in it, gets explicit VR little
+    endian (what the SEG writers make); both are set on ``ds`` itself.
+    """
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in meta:
+        meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()

@@ -63,11 +63,11 @@ from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian
 
 from .atomic_files import fsync_folder, replace_file
+from .dicom_files import dataset_bytes
 from .dicomweb_connection import ServerAuthError, ServerError, open_client, server_errors
 from .errors import CaseIteratorError
 from .paths import user_data_dir
@@ -554,21 +554,14 @@ class Outbox:
     def _encode(self, dataset_or_path: Dataset | Path | str) -> tuple[bytes, Dataset]:
         if isinstance(dataset_or_path, Dataset):
             ds = dataset_or_path
-            meta = getattr(ds, "file_meta", None)
-            if meta is None:
-                ds.file_meta = meta = FileMetaDataset()
-            if "TransferSyntaxUID" not in meta:
-                meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            buffer = BytesIO()
             try:
-                pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+                return dataset_bytes(ds), ds
             except Exception as exc:  # pydicom raises many types for unencodable datasets
                 raise OutboxError(
                     self.folder,
                     f"the result cannot be encoded as a DICOM file ({type(exc).__name__}: "
                     f"{exc}); it was not queued",
                 ) from exc
-            return buffer.getvalue(), ds
         path = Path(dataset_or_path)
         try:
             content = path.read_bytes()

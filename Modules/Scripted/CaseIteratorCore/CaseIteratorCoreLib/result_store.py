@@ -45,19 +45,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
 import pydicom
 import pydicom.datadict
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian
 
 from .atomic_files import create_file, replace_file
 from .batch_file import BatchDefinition
 from .cases import Case, DicomSeriesRef, ImageFileRef
+from .dicom_files import dataset_bytes
 from .dicomweb_connection import open_client, server_errors
 from .errors import CaseIteratorError
 from .outbox import Outbox, OutboxItem, OutboxState
@@ -452,7 +451,7 @@ class ResultStore:
 
     def _write_seg_file(self, case: Case, ds: Dataset, folder: Path) -> Path:
         self._writable(folder, case)
-        content = _encode(ds)
+        content = dataset_bytes(ds)
         base = f"{case.result.stem}_{self.reader_tag}"
         for n in range(1, 10_000):
             target = folder / _numbered(base, n, SEG_DICOM_SUFFIX)
@@ -849,17 +848,6 @@ def _order(ds: Dataset) -> tuple:
     """Sort key, larger is newer: time (unknown first), then SeriesNumber."""
     stamp = _seg_time(ds)
     return (stamp or _NO_TIME, _int(ds.get("SeriesNumber")) or 0)
-
-
-def _encode(ds: Dataset) -> bytes:
-    meta = getattr(ds, "file_meta", None)
-    if meta is None:
-        ds.file_meta = meta = FileMetaDataset()
-    if "TransferSyntaxUID" not in meta:
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    buffer = BytesIO()
-    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def _nrrd_header(content: bytes) -> tuple[bytes, bytes] | None:
