@@ -61,7 +61,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .allocator import release_free_memory
 from .batch_file import PrefetchSpec
@@ -74,6 +74,8 @@ from .sources.base import BatchSource
 from .tasks import CancelToken, check_cancel
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Attempts per case before it is reported failed (the first try and one retry).
 MAX_ATTEMPTS = 2
@@ -671,19 +673,25 @@ class Prefetcher:
             if job is not None:
                 return job
 
+    @staticmethod
+    def _attempt(
+        job: _Job, what: str, work: Callable[[], T]
+    ) -> tuple[T | None, CaseLoadError | None]:
+        """Run one stage of ``job``: ``(result, None)``, ``(None, error)``, or ``(None, None)``
+        when it was cancelled."""
+        try:
+            return work(), None
+        except OperationCancelled:
+            return None, None
+        except CaseLoadError as exc:
+            return None, exc
+        except Exception as exc:  # a bug, an odd server or file in one case must not stop the rest
+            log.exception("%s case %s failed", what, job.case.label)
+            return None, _unexpected(job.case, exc)
+
     def _retrieve_loop(self) -> None:
         while (job := self._take(self._next_fetch, _Stage.FETCHING)) is not None:
-            located: Case | None = None
-            error: CaseLoadError | None = None
-            try:
-                located = self._locate(job)
-            except OperationCancelled:
-                pass
-            except CaseLoadError as exc:
-                error = exc
-            except Exception as exc:  # a bug or an odd server in one case must not stop the rest
-                log.exception("retrieving case %s failed", job.case.label)
-                error = _unexpected(job.case, exc)
+            located, error = self._attempt(job, "retrieving", functools.partial(self._locate, job))
             with self._cond:
                 if self._is_live(job) and not job.token.cancelled:
                     if located is not None:
@@ -698,20 +706,18 @@ class Prefetcher:
     def _decode_loop(self, interactive: bool) -> None:
         pick = functools.partial(self._next_decode, interactive)
         while (job := self._take(pick, _Stage.DECODING)) is not None:
-            loaded: LoadedCase | None = None
-            error: CaseLoadError | None = None
             assert job.located is not None
-            try:
-                loaded = load_case(
-                    self.source, job.located, tolerances=self.tolerances, cancel=job.token
-                )
-            except OperationCancelled:
-                pass
-            except CaseLoadError as exc:
-                error = exc
-            except Exception as exc:  # a bug or an odd file in one case must not stop the rest
-                log.exception("loading case %s failed", job.case.label)
-                error = _unexpected(job.case, exc)
+            loaded, error = self._attempt(
+                job,
+                "loading",
+                functools.partial(
+                    load_case,
+                    self.source,
+                    job.located,
+                    tolerances=self.tolerances,
+                    cancel=job.token,
+                ),
+            )
             with self._cond:
                 if self._is_live(job) and not job.token.cancelled:
                     del self._jobs[job.index]
