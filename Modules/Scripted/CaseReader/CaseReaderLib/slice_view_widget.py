@@ -371,23 +371,27 @@ class SliceViewWidget(QtWidgets.QWidget):
         painter.setPen(color)
         painter.drawText(rect, flags, text)
 
-    def _paint_overlay(self, painter: QtGui.QPainter) -> None:
+    def _paint_name(self, painter: QtGui.QPainter) -> tuple[QtCore.QRectF, QtGui.QFont]:
+        """The view's name with its colour marker, top left; returns the overlay's area and
+        its (small) font."""
         painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
-        painter.setRenderHint(QtGui.QPainter.RenderHint.TextAntialiasing)
-        margin = 8.0
-        area = QtCore.QRectF(self.rect()).adjusted(margin, margin - 2, -margin, -margin + 2)
-        align = QtCore.Qt.AlignmentFlag
+        area = QtCore.QRectF(self.rect()).adjusted(8, 6, -8, -6)
         small = QtGui.QFont(self.font())
         small.setPointSizeF(max(9.0, self.font().pointSizeF() - 0.5))
         painter.setFont(small)
-        # View name with its colour marker, top left.
         metrics = painter.fontMetrics()
         marker = QtCore.QRectF(area.left(), area.top() + metrics.height() / 2 - 4, 8, 8)
         painter.setPen(QtCore.Qt.PenStyle.NoPen)
         painter.setBrush(self._color)
         painter.drawRoundedRect(marker, 2, 2)
-        name_rect = area.adjusted(14, 0, 0, 0)
-        self._text(painter, name_rect, int(align.AlignLeft | align.AlignTop), self.name)
+        flags = int(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignTop)
+        self._text(painter, area.adjusted(14, 0, 0, 0), flags, self.name)
+        return area, small
+
+    def _paint_overlay(self, painter: QtGui.QPainter) -> None:
+        painter.setRenderHint(QtGui.QPainter.RenderHint.TextAntialiasing)
+        area, small = self._paint_name(painter)
+        align = QtCore.Qt.AlignmentFlag
         position = self.slice_position()
         if position is not None:
             self._text(

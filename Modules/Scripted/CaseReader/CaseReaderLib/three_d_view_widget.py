@@ -35,15 +35,4 @@ class ThreeDViewWidget(SliceViewWidget):
 
     def _paint_overlay(self, painter: QtGui.QPainter) -> None:
         # Only the view's name and marker: no slice number, window or patient directions.
-        painter.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing)
-        area = QtCore.QRectF(self.rect()).adjusted(8, 6, -8, -6)
-        small = QtGui.QFont(self.font())
-        small.setPointSizeF(max(9.0, self.font().pointSizeF() - 0.5))
-        painter.setFont(small)
-        metrics = painter.fontMetrics()
-        marker = QtCore.QRectF(area.left(), area.top() + metrics.height() / 2 - 4, 8, 8)
-        painter.setPen(QtCore.Qt.PenStyle.NoPen)
-        painter.setBrush(self._color)
-        painter.drawRoundedRect(marker, 2, 2)
-        flags = int(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignTop)
-        self._text(painter, area.adjusted(14, 0, 0, 0), flags, self.name)
+        self._paint_name(painter)
