@@ -231,8 +231,7 @@ class ComparisonMode(QtCore.QObject):
         app = QtCore.QCoreApplication.instance()
         if app is not None:  # the event loop may end with the window, before a queued close
             app.aboutToQuit.connect(self.close)
-        if hasattr(window.saver, "provenance"):  # a saver that asks what a result derives from
-            window.saver.provenance = self.provenance
+        window.saver.provenance = self.provenance  # what a saved result was started from
         if window.loaded is not None:  # attached after a case was shown
             self._on_case_shown(window.current_index, 0.0)
 
