@@ -262,3 +262,44 @@ def test_server_killed_mid_retrieval_then_back(tmp_path: Path, demo_folder: Path
                 )
     finally:
         orthanc.close(graceful=False)
+
+
+def test_first_retrieval_is_one_request(tmp_path: Path, server: OrthancServer) -> None:
+    """Nothing cached and the series' size known from the listing: the WADO-RS request alone
+    (an instance listing first would add a round trip to every on-demand "Next")."""
+    with web_source(tmp_path, server.dicomweb_url) as web:
+        case = next(iter(web.iter_cases()))
+        made: list[str] = []
+        web.client._session.hooks["response"].append(
+            lambda response, *a, **k: made.append(response.url)
+        )
+        loaded = load_case(web, case)
+        assert loaded.image.volume.array.shape[0] == 12
+        assert len(made) == 1 and made[0].endswith(f"/series/{case.images[0].series_uid}")
+
+
+def test_series_that_lost_an_instance_since_listing_still_loads(
+    tmp_path: Path, demo_folder: Path
+) -> None:
+    """The batch was listed with 12 instances; one is deleted on the server before the case is
+    opened: fewer arrive than counted, the instance listing says that is all, and the case
+    loads with what the server has (not an endless "ended early")."""
+    orthanc = start_orthanc()
+    try:
+        orthanc.upload_files(sorted((demo_folder.parent / "dicom").rglob("*.dcm")))
+        with web_source(tmp_path, orthanc.dicomweb_url) as web:
+            case = next(iter(web.iter_cases()))
+            assert case.images[0].n_instances == 12
+            session = orthanc.session()
+            found = session.post(
+                f"{orthanc.url}/tools/lookup", data=case.images[0].series_uid
+            ).json()
+            instances = session.get(f"{orthanc.url}/series/{found[0]['ID']}/instances").json()
+            top = max(instances, key=lambda i: int(i["MainDicomTags"]["InstanceNumber"]))
+            session.delete(f"{orthanc.url}/instances/{top['ID']}").raise_for_status()
+            loaded = load_case(web, case)
+            assert loaded.image.volume.array.shape[0] == 11
+            gone = top["MainDicomTags"]["SOPInstanceUID"]
+            assert gone not in loaded.image.dicom.sop_instance_uids
+    finally:
+        orthanc.close(graceful=False)

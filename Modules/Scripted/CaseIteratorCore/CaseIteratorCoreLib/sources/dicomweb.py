@@ -277,6 +277,32 @@ class DicomWebSource(BatchSource):
         have = self.cache.instance_uids(study, series)
         if ref.n_instances and len(have) >= ref.n_instances:
             return replace(ref, files=self.cache.series_files(study, series))
+        if ref.n_instances and not have:
+            # Nothing cached and the count known from the series query: retrieve at once.
+            # Listing the instances first costs a QIDO-RS round (0.3 s for 300 instances on
+            # Orthanc, more over a slow link); it is asked only if fewer arrive than counted.
+            self._retrieve(study, series, None, ref.n_instances, progress, cancel)
+            if len(self.cache.instance_uids(study, series)) >= ref.n_instances:
+                return replace(ref, files=self.cache.series_files(study, series))
+        self._complete_series(study, series, ref.n_instances, progress, cancel)
+        return replace(ref, files=self.cache.series_files(study, series))
+
+    def _complete_series(
+        self,
+        study: str,
+        series: str,
+        n_instances: int | None,
+        progress: ProgressCallback,
+        cancel: CancelToken | None,
+    ) -> None:
+        """List the series' instances (QIDO-RS) and retrieve those not cached yet.
+
+        Raises
+        ------
+        ServerError
+            When the series is gone from the server, or fewer instances arrive than listed.
+        """
+        have = self.cache.instance_uids(study, series)
         try:
             listed = self._search(
                 f"listing the instances of series {series}",
@@ -286,8 +312,8 @@ class DicomWebSource(BatchSource):
                 fields=["SOPInstanceUID"],
             )
         except ServerUnreachable:
-            if have and ref.n_instances is None:
-                return replace(ref, files=self.cache.series_files(study, series))
+            if have and n_instances is None:
+                return  # offline: the cached copy serves
             raise
         wanted = {text_of(ds, "SOPInstanceUID") for ds in listed}
         if not wanted:
@@ -298,33 +324,34 @@ class DicomWebSource(BatchSource):
         missing = wanted - have
         if missing:
             self._retrieve(study, series, missing, len(wanted), progress, cancel)
-            still = wanted - self.cache.instance_uids(study, series)
-            if still:  # the stream ended early without an error: never load a partial series
-                raise ServerUnreachable(
-                    self.server.describe(),
-                    f"retrieving series {series} from server {self.server.describe()} ended "
-                    f"early: {len(wanted) - len(still)} of {len(wanted)} instances received; "
-                    "try again (what arrived is kept)",
-                )
-        return replace(ref, files=self.cache.series_files(study, series))
+        still = wanted - self.cache.instance_uids(study, series)
+        if still:  # the stream ended early without an error: never load a partial series
+            raise ServerUnreachable(
+                self.server.describe(),
+                f"retrieving series {series} from server {self.server.describe()} ended "
+                f"early: {len(wanted) - len(still)} of {len(wanted)} instances received; "
+                "try again (what arrived is kept)",
+            )
 
     def _retrieve(
         self,
         study: str,
         series: str,
-        missing: set[str],
+        missing: set[str] | None,
         total: int,
         progress: ProgressCallback,
         cancel: CancelToken | None,
     ) -> None:
         """Stream the series (WADO-RS) into the cache; keeps what arrived when it stops.
 
+        Only the instances in ``missing`` are stored (None: all that arrive).
+
         The response is read part by part on this thread through the server's session (its
         auth, TLS, timeouts and retries) and each part, a DICOM file, is stored as received
         by a writer thread (:class:`~..background_store.BackgroundStore`): the download never
         waits for the disk, and nothing is decoded or encoded again.
         """
-        done = total - len(missing)
+        done = 0 if missing is None else total - len(missing)
         progress(done, total, f"retrieving series {series}")
         operation = f"retrieving series {series} (WADO-RS)"
         url = f"{self.client.base_url}/studies/{study}/series/{series}"
