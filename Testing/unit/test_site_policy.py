@@ -221,3 +221,87 @@ def test_cli_refuses_what_the_app_refuses(site, demo_batch: Path, tmp_path: Path
     site('[sources]\ntypo = ["csv"]\n')  # a wrong site file: said, exit 2
     assert main(["status", str(demo_batch)]) == 2
     assert "unknown key 'typo' in [sources]" in capsys.readouterr().err
+
+
+def test_each_file_a_table_names_must_be_inside_the_allowed_folders(site, tmp_path: Path) -> None:
+    """A CSV inside an allowed folder cannot read a row's image from elsewhere: that row's case
+    names the file and the rule, and the other rows go on."""
+    import SimpleITK as sitk
+
+    from CaseIteratorCoreLib.loading import inspect_case
+    from CaseIteratorCoreLib.problems import ProblemCode
+    from CaseIteratorCoreLib.sources import open_source
+
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    data.mkdir()
+    elsewhere.mkdir()
+    image = sitk.Image(8, 8, 4, sitk.sitkInt16)
+    for folder in (data, elsewhere):
+        sitk.WriteImage(image, str(folder / "ct.nrrd"))
+    (data / "link.nrrd").symlink_to(elsewhere / "ct.nrrd")
+    table = data / "cases.csv"
+    table.write_text(
+        f"ID,image\ninside,ct.nrrd\nabsolute,{elsewhere / 'ct.nrrd'}\n"
+        "dotdot,../elsewhere/ct.nrrd\nlinked,link.nrrd\n"
+    )
+    site(f'[sources]\nfolders = ["{data}"]\n')
+    batch = load_site_batch(_batch(data / "b", f'type = "csv"\npath = "{table}"\n'))
+    cases = {c.id: c for c in open_source(batch).iter_cases()}
+    assert list(cases) == ["inside", "absolute", "dotdot", "linked"]
+    assert cases["inside"].problems == ()
+    for name in ("absolute", "dotdot", "linked"):
+        (problem,) = cases[name].problems
+        assert problem.code is ProblemCode.OUTSIDE_ALLOWED_FOLDERS and problem.is_error
+        assert "column 'image'" in problem.message
+        assert f"outside the folders this station may read ({data})" in problem.message
+    report = inspect_case(open_source(batch), cases["absolute"])
+    assert not report.ok
+    # Without the site's folders the same table reads every row.
+    site("")
+    free = load_site_batch(_batch(data / "b", f'type = "csv"\npath = "{table}"\n'))
+    assert all(not c.problems for c in open_source(free).iter_cases())
+
+
+def test_a_link_out_of_an_allowed_dicom_folder_is_skipped(site, tmp_path: Path) -> None:
+    import shutil
+
+    from CaseIteratorCoreLib.demo_data import write_demo_batch
+    from CaseIteratorCoreLib.sources import open_source
+
+    demo = write_demo_batch(tmp_path / "demo", 2, size=16, n_slices=4).parent / "dicom"
+    first, second = sorted(p for p in demo.iterdir() if p.is_dir())
+    data = tmp_path / "data"
+    shutil.copytree(first, data / "copied")
+    outside = sorted(second.rglob("*.dcm"))
+    for k, path in enumerate(outside):
+        (data / f"linked-{k}.dcm").symlink_to(path)
+    site(f'[sources]\nfolders = ["{data}"]\n')
+    source = open_source(load_site_batch(data))
+    assert len(list(source.iter_cases())) == 1  # the copied series; the linked one is not read
+    assert sorted(s.path for s in source.skipped) == sorted(
+        str(data / f"linked-{k}.dcm") for k in range(len(outside))
+    )
+    assert all("outside the folders this station may read" in s.reason for s in source.skipped)
+
+
+def test_slicer_database_files_linked_from_elsewhere_are_refused(site, tmp_path: Path) -> None:
+    """Slicer's "add link" import leaves the files where they were: a database inside the
+    allowed folder does not open the door to them."""
+    from CaseIteratorCoreLib.demo_data import write_demo_batch
+    from CaseIteratorCoreLib.problems import ProblemCode
+    from CaseIteratorCoreLib.sources import open_source
+
+    from slicer_dicom_db import build_slicer_database
+
+    demo = write_demo_batch(tmp_path / "demo", 2, size=16, n_slices=4).parent / "dicom"
+    first, second = sorted(p for p in demo.iterdir() if p.is_dir())
+    data = tmp_path / "data"
+    build_slicer_database(data / "db", sorted(first.rglob("*.dcm")))  # copied in
+    build_slicer_database(data / "db", sorted(second.rglob("*.dcm")), copy=False)  # linked
+    site(f'[sources]\nfolders = ["{data}"]\n')
+    batch = load_site_batch(_batch(data / "b", f'type = "slicer-db"\npath = "{data / "db"}"\n'))
+    copied, linked = list(open_source(batch).iter_cases())
+    assert copied.problems == ()
+    (problem,) = linked.problems
+    assert problem.code is ProblemCode.OUTSIDE_ALLOWED_FOLDERS and problem.is_error
+    assert str(second) in problem.message and "(and 3 more files)" in problem.message

@@ -230,6 +230,22 @@ class SourceSpec:
     #: The batch file (or bare path) the spec came from, for messages.
     origin: Path
     locator: KeyLocator | None = None
+    #: The only folders files may be read from (the site's ``[sources] folders``, set by
+    #: :meth:`.site_policy.SitePolicy.apply`); None when the site fixes none.
+    allowed_folders: tuple[Path, ...] | None = None
+
+    def outside_allowed_folders(self, path: Path) -> str | None:
+        """Why the site forbids reading ``path``; None when it may be read.
+
+        Both sides are resolved: "..", and links out of an allowed folder, do not get out.
+        """
+        if self.allowed_folders is None:
+            return None
+        real = path.resolve()
+        if any(real.is_relative_to(f.resolve()) for f in self.allowed_folders):
+            return None
+        allowed = ", ".join(map(str, self.allowed_folders)) or "none"
+        return f"{path} is outside the folders this station may read ({allowed})"
 
     def error(self, key: str, message: str, fix: str | None = None) -> BatchDefinitionError:
         """Build an error about ``source.<key>`` with its line."""

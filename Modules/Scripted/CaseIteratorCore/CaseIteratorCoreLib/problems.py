@@ -35,6 +35,7 @@ class ProblemCode(StrEnum):
     MASK_NOT_LABELS = "mask-not-labels"
     EMPTY_CELL = "empty-cell"
     FETCH_FAILED = "fetch-failed"
+    OUTSIDE_ALLOWED_FOLDERS = "outside-allowed-folders"
 
 
 @dataclass(frozen=True)

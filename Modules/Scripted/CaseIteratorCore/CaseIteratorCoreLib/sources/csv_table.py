@@ -222,7 +222,16 @@ class CsvTableSource(BatchSource):
                     )
                 return None
             path = self.resolve(text, root)
-            if not path.exists():
+            refused = self.batch.source.outside_allowed_folders(path)
+            if refused is not None:
+                problems.append(
+                    Problem(
+                        ProblemCode.OUTSIDE_ALLOWED_FOLDERS,
+                        f"{where}, column {column!r}: {refused}; move the file into one of "
+                        "them, or ask your site admin to allow it",
+                    )
+                )
+            elif not path.exists():
                 problems.append(
                     Problem(
                         ProblemCode.MISSING_FILE,

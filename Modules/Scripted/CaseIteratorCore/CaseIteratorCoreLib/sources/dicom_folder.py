@@ -67,6 +67,10 @@ class DicomFolderSource(BatchSource):
             if done % 50 == 0:
                 check_cancel(cancel)
                 progress(done, len(paths), f"scanning {path.parent.name}")
+            refused = self.batch.source.outside_allowed_folders(path)
+            if refused is not None:  # a link out of the folder
+                self._skip(path, refused)
+                continue
             ds, reason = read_header(path, tags=SCAN_TAGS)
             if ds is None:
                 self._skip(path, reason or "unreadable")

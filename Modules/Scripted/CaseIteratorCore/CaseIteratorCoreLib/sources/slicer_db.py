@@ -321,8 +321,23 @@ class SlicerDicomDatabaseSource(BatchSource):
         )
         for index, summary in enumerate(chosen):
             case = case_from_series(summary, index, str(self.folder))
-            found = problems[summary.series_uid]
+            found = problems[summary.series_uid] + self._refused_files(summary)
             yield dataclasses.replace(case, problems=found) if found else case
+
+    def _refused_files(self, summary: SeriesSummary) -> tuple[Problem, ...]:
+        """A problem when the site may not read some of the series' files (Slicer's "link"
+        import leaves them where they were, possibly outside the site's folders)."""
+        refused = [r for f in summary.files if (r := self.batch.source.outside_allowed_folders(f))]
+        if not refused:
+            return ()
+        more = f" (and {len(refused) - 1} more files)" if len(refused) > 1 else ""
+        return (
+            Problem(
+                ProblemCode.OUTSIDE_ALLOWED_FOLDERS,
+                f"series {summary.series_uid}: {refused[0]}{more}; copy the series into the "
+                "database, or ask your site admin to allow that folder",
+            ),
+        )
 
     def count(self) -> int:
         """Number of cases (reads the database on first use)."""
