@@ -52,6 +52,7 @@ from CaseIteratorCoreLib.errors import CaseIteratorError
 from CaseIteratorCoreLib.loading import LoadedCase, load_case
 from CaseIteratorCoreLib.prefetch import LoadState, Prefetcher
 from CaseIteratorCoreLib.sources import BatchSource, open_source
+from CaseIteratorCoreLib.sources.dicomweb import WADO_ACCEPT
 
 from . import console
 
@@ -68,7 +69,6 @@ TARGET_RATIO_100MBIT = 10.0
 TARGET_THROUGHPUT_RATIO = 0.8
 #: Downloads of the series with curl and with the app, each (the medians are compared).
 THROUGHPUT_REPEATS = 3
-WADO_ACCEPT = 'multipart/related; type="application/dicom"'
 CURL = ("curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download} %{time_total}")
 
 

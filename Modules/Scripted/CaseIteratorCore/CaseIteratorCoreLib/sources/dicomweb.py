@@ -25,11 +25,13 @@ local DICOM database, which is also the cache: a series already there is not dow
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import requests
 from pydicom.dataset import Dataset
 
 from ..background_store import BackgroundStore
@@ -46,6 +48,8 @@ from ..tasks import CancelToken, ProgressCallback, check_cancel, no_progress
 from .base import BatchSource
 from .series_cases import case_from_series, select_image_series, series_sort_key
 
+log = logging.getLogger(__name__)
+
 KEYS = ("server", "page_size", "uid_list", "cache", "query", "series")
 QUERY_KEYS = (
     "Modality",
@@ -57,8 +61,14 @@ QUERY_KEYS = (
 )
 _STUDY_FIELDS = ["PatientID", "PatientName", "StudyDate", "StudyDescription", "AccessionNumber"]
 _SERIES_FIELDS = ["Modality", "SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"]
-#: What a series retrieval asks for: DICOM files, in whatever transfer syntax the server has.
-_WADO_ACCEPT = 'multipart/related; type="application/dicom"'
+#: What a series retrieval asks for: DICOM files in the transfer syntax the server holds them in
+#: (PS3.18 ``transfer-syntax=*``): a PACS storing JPEG-LS or JPEG 2000 sends those bytes instead
+#: of transcoding them to a 2-3 times larger uncompressed answer (what the bare media type
+#: asks for by default); they are decoded here.
+WADO_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+#: For servers that refuse the parameter (HTTP 400/406/415): their default transfer syntax.
+WADO_ACCEPT_DEFAULT = 'multipart/related; type="application/dicom"'
+_REFUSED_ACCEPT = (400, 406, 415)
 #: Received instances between two progress reports.
 _PROGRESS_EVERY = 16
 
@@ -88,6 +98,7 @@ class DicomWebSource(BatchSource):
         self._cache_dir = cache_dir
         self._client: Any = None
         self._cache: Any = None
+        self._accept = WADO_ACCEPT
 
     @classmethod
     def from_batch(cls, batch: BatchDefinition) -> DicomWebSource:
@@ -356,9 +367,7 @@ class DicomWebSource(BatchSource):
         operation = f"retrieving series {series} (WADO-RS)"
         url = f"{self.client.base_url}/studies/{study}/series/{series}"
         with server_errors(self.server, operation):
-            response = self.client._session.get(
-                url, headers={"Accept": _WADO_ACCEPT}, stream=True, timeout=self.server.timeout_s
-            )
+            response = self._get_instances(url)
             with response:
                 response.raise_for_status()
                 try:
@@ -378,6 +387,27 @@ class DicomWebSource(BatchSource):
                         f"{operation}: {exc}; if it lasts, ask the PACS admin",
                     ) from None
         progress(total, total, f"retrieved series {series}")
+
+    def _get_instances(self, url: str) -> requests.Response:
+        """GET a WADO-RS URL as a stream, in the stored transfer syntax where the server allows
+        (a server refusing ``transfer-syntax=*`` is asked once more without it, and from then
+        on)."""
+        response = self.client._session.get(
+            url, headers={"Accept": self._accept}, stream=True, timeout=self.server.timeout_s
+        )
+        if response.status_code in _REFUSED_ACCEPT and self._accept != WADO_ACCEPT_DEFAULT:
+            response.close()
+            log.info(
+                "server %s refuses transfer-syntax=* (HTTP %d); retrieving in its default "
+                "transfer syntax",
+                self.server.describe(),
+                response.status_code,
+            )
+            self._accept = WADO_ACCEPT_DEFAULT
+            response = self.client._session.get(
+                url, headers={"Accept": self._accept}, stream=True, timeout=self.server.timeout_s
+            )
+        return response
 
 
 def _server_of(spec: SourceSpec) -> ServerSettings:
