@@ -181,3 +181,19 @@ def test_next_case_benchmark_runs_end_to_end() -> None:
     assert result["nexts"] == 2 and result["ready_at_next"] == 2  # 1 s is plenty for 64x64
     assert result["throughput_ratio"] > 0 and result["throughput"]["bytes"] > 0
     assert any("1gbit" in m for m in messages)
+
+
+@pytest.mark.slicer
+def test_next_case_benchmark_on_local_files_has_no_download_to_compare(tmp_path: Path) -> None:
+    """``--source`` a folder batch: the walks run, and the download target is not judged
+    (nothing is downloaded) instead of being reported missed."""
+    pytest.importorskip("trame_slicer", reason="trame-slicer is a pinned dependency")
+    from CaseIteratorApp.bench_next_case import NextCaseOptions, _table, run_next_case
+
+    batch = write_demo_batch(tmp_path, 3, size=64, n_slices=12)
+    result = run_next_case(NextCaseOptions(source=str(batch), cases=3, pause_s=1.0))
+    assert result["nexts"] == 2 and result["ready_at_next"] == 2
+    assert result["throughput_ratio"] is None
+    assert "throughput_ratio_ge_0.8" not in result["targets"]
+    rendered = " ".join(str(cell) for column in _table(result).columns for cell in column.cells)
+    assert "nothing downloaded" in rendered
