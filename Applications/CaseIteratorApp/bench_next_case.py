@@ -724,8 +724,8 @@ def _table(result: dict[str, Any]) -> Table:
             "peak RSS, prefetched (MB)",
             f"{result['peak_rss_mb']:.0f}",
             f"<= idle {result['idle_rss_mb']:.0f} + {result['depth'] + 2} x "
-            f"{result['volume_mb']:.0f} = {result['rss_limit_mb']:.0f}: "
-            + mark("peak_rss_le_idle_plus_depth_plus_2_volumes"),
+            f"{result['volume_mb']:.{0 if result['volume_mb'] >= 10 else 1}f} = "
+            f"{result['rss_limit_mb']:.0f}: " + mark("peak_rss_le_idle_plus_depth_plus_2_volumes"),
         ),
         (
             "retrieval / curl throughput",
