@@ -7,8 +7,10 @@ it is met.
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
+import numpy as np
 import pydicom
 import pydicom.config
 import pydicom.uid
@@ -120,6 +122,74 @@ def read_header(path: Path, *, tags: list[str] | None = None) -> tuple[Dataset |
 def read_full(path: Path) -> Dataset:
     """Read a whole DICOM file (header and pixel data); errors propagate."""
     return dcmread(path)
+
+
+#: Uncompressed little-endian transfer syntaxes and whether their VR is implicit.
+_NATIVE_SYNTAXES = {
+    pydicom.uid.ImplicitVRLittleEndian: True,
+    pydicom.uid.ExplicitVRLittleEndian: False,
+}
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+
+
+def read_native_pixels(path: Path, header: Dataset) -> np.ndarray | None:
+    """The pixels of an uncompressed single-frame grey-scale file, read straight from its end.
+
+    Most image files end with their pixel data: with the header already parsed (``header``,
+    read without pixels), the element is where the image size says, and reading it there is
+    a tenth of what parsing the whole file again costs (the bulk of decoding a CT series). The
+    values are those of ``Dataset.pixel_array``: the bits above ``BitsStored`` are masked, or
+    sign-extended for signed pixels.
+
+    Returns None whenever that does not apply (compressed, big endian, colour, multi-frame,
+    8/16 bits not allocated, an element after the pixel data, a short file...): the caller
+    decodes the file with pydicom then, which also names what is wrong with it.
+    """
+    meta = getattr(header, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    implicit = _NATIVE_SYNTAXES.get(UID(str(syntax))) if syntax else None
+    if implicit is None:
+        return None
+    rows, columns = header_int(header, "Rows", 0), header_int(header, "Columns", 0)
+    bits = header_int(header, "BitsAllocated", 0)
+    stored = header_int(header, "BitsStored", bits)
+    signed = header_int(header, "PixelRepresentation", 0)
+    if (
+        rows <= 0
+        or columns <= 0
+        or bits not in (8, 16)
+        or not 0 < stored <= bits
+        or signed not in (0, 1)
+        or header_int(header, "SamplesPerPixel", 1) != 1
+        or header_int(header, "NumberOfFrames", 1) != 1
+    ):
+        return None
+    count = rows * columns
+    size = count * bits // 8
+    padded = size + (size & 1)
+    data = path.read_bytes()
+    element = 8 if implicit else 12
+    at = len(data) - padded - element
+    if at < 0 or data[at : at + 4] != _PIXEL_DATA_TAG:
+        return None
+    if implicit:
+        (length,) = struct.unpack_from("<I", data, at + 4)
+    else:
+        if data[at + 4 : at + 8] not in (b"OW\x00\x00", b"OB\x00\x00"):
+            return None
+        (length,) = struct.unpack_from("<I", data, at + 8)
+    if length != padded:
+        return None
+    dtype = np.dtype(f"<{'i' if signed else 'u'}{bits // 8}")
+    pixels = np.frombuffer(data, dtype=dtype, count=count, offset=at + element)
+    pixels = pixels.reshape(rows, columns)
+    if stored < bits:
+        unused = bits - stored
+        if signed:
+            pixels = (pixels << unused) >> unused  # arithmetic shift: sign-extends
+        else:
+            pixels = pixels & np.array((1 << stored) - 1, dtype=dtype)
+    return pixels
 
 
 def _starts_like_raw_dataset(path: Path) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from .dicom_files import header_int, non_image_reason, sop_class_name
+from .dicom_files import header_int, non_image_reason, read_native_pixels, sop_class_name
 from .geometry import Geometry, Volume
 from .problems import Problem, ProblemCode
 
@@ -448,23 +448,34 @@ def pixel_values(
     info16 = np.iinfo(np.int16)
     for path, entries in slots.items():
         ds = datasets.pop(path)
+        array = None
         if read_pixels is not None:
             try:
-                ds = read_pixels(path)
-            except Exception as exc:  # pydicom raises many types for damaged files
-                problems.append(_unreadable_file(path, exc))
+                array = read_native_pixels(path, ds)
+            except (OSError, ValueError):
+                array = None  # pydicom reads it again below and names what is wrong
+            if array is None:
+                try:
+                    ds = read_pixels(path)
+                except Exception as exc:  # pydicom raises many types for damaged files
+                    problems.append(_unreadable_file(path, exc))
+                    continue
+        if array is None:
+            try:
+                array = ds.pixel_array
+            except Exception as exc:  # pydicom raises many types for bad pixel data
+                problems.append(_decode_problem(path, ds, exc))
                 continue
-        try:
-            array = ds.pixel_array
-        except Exception as exc:  # pydicom raises many types for bad pixel data
-            problems.append(_decode_problem(path, ds, exc))
-            continue
-        finally:
-            del ds  # the file's bytes (and pydicom's cached array) go as soon as possible
+            finally:
+                del ds  # the file's bytes (and pydicom's cached array) go as soon as possible
+        else:
+            del ds
         if problems:
             continue  # keep collecting decode problems of the other files
         for k, frame in entries:
-            plane = array if frame.frame_index is None else array[frame.frame_index]
+            # A one-frame enhanced file decodes to one 2D plane, like a classic image.
+            single = frame.frame_index is None or array.ndim == 2
+            plane = array if single else array[frame.frame_index]
             if plane.shape != out.shape[1:]:
                 return None, [
                     Problem(
