@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +280,41 @@ def test_empty_segmentation_round_trips(tmp_path: Path) -> None:
     back = read_seg_nrrd(path, geometry)
     assert [s.name for s in back.segments] == ["Liver", "Aorta"]
     assert back.voxel_counts() == (0, 0)
+
+
+def test_provenance_fields_are_in_the_header_and_slicer_still_reads_it(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from CaseIteratorCoreLib.cases import Case, ImageFileRef, ResultTarget
+    from CaseIteratorCoreLib.seg_nrrd import header_fields, provenance_fields
+
+    geometry = oblique()
+    segmentation = overlapping(geometry)
+    case = Case(
+        id="case001",
+        name="case001",
+        index=0,
+        images=(ImageFileRef(role="image", path=tmp_path / "case001.nrrd"),),
+        result=ResultTarget(stem="case001", folder=tmp_path, origin="cases.csv"),
+    )
+    fields = provenance_fields(
+        reader="jdoe",
+        case=case,
+        derived_from="Started from AI\nsecond line",
+        saved_at=datetime(2026, 11, 25, 18, 0, tzinfo=UTC),
+    )
+    path = write_seg_nrrd(segmentation, tmp_path / "r.seg.nrrd", fields=fields)
+    assert header_fields(path) == {
+        "CaseIterator_Reader": "jdoe",
+        "CaseIterator_SavedAt": "2026-11-25T18:00:00+00:00",
+        "CaseIterator_Case": "case001",
+        "CaseIterator_SourceImage": str(tmp_path / "case001.nrrd"),
+        "CaseIterator_Software": fields["CaseIterator_Software"],
+        "CaseIterator_DerivedFrom": "Started from AI second line",  # one header line
+    }
+    assert header_of(path)["Segment0_Name"] == "Liver"  # Slicer's own fields untouched
+    back = read_seg_nrrd(path, geometry)  # slicer-core reads the file with them
+    for index in range(3):
+        assert np.array_equal(back.mask(index), segmentation.mask(index))
+    with pytest.raises(ValueError, match="letters, digits"):
+        write_seg_nrrd(segmentation, tmp_path / "bad.seg.nrrd", fields={"bad key": "x"})

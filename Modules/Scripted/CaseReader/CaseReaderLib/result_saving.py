@@ -295,15 +295,15 @@ class ResultSaver:
         self, segmentation: Segmentation, loaded: LoadedCase, counts: tuple[int, ...]
     ) -> SaveOutcome:
         from CaseIteratorCoreLib.seg_dicom import SegKind, build_dicom_seg
-        from CaseIteratorCoreLib.seg_nrrd import write_seg_nrrd
+        from CaseIteratorCoreLib.seg_nrrd import provenance_fields, write_seg_nrrd
 
         store = self._store()
         output = self.batch.output
         dicom = loaded.image.dicom
         seg_dataset = None
+        derived = self.provenance(loaded.case.id) if self.provenance is not None else None
         if dicom is not None and (output.format == "dicom-seg" or self.batch.source.type == "csv"):
             kind = SegKind.LABELMAP if output.seg_type == "labelmap" else SegKind.BINARY
-            derived = self.provenance(loaded.case.id) if self.provenance is not None else None
             seg_dataset = build_dicom_seg(
                 segmentation,
                 dicom,
@@ -316,8 +316,16 @@ class ResultSaver:
         with tempfile.TemporaryDirectory(prefix="caseiterator-save-") as folder:
             nrrd = None
             if output.format == "seg.nrrd" or dicom is None:
+                fields = provenance_fields(
+                    reader=self.reader,
+                    case=loaded.case,
+                    derived_from=derived.description if derived else None,
+                )
                 nrrd = write_seg_nrrd(
-                    segmentation, Path(folder) / "result.seg.nrrd", keep_previous=False
+                    segmentation,
+                    Path(folder) / "result.seg.nrrd",
+                    keep_previous=False,
+                    fields=fields,
                 )
             saved = store.save(loaded.case, seg_dataset=seg_dataset, seg_nrrd_path=nrrd)
         if saved.outbox_item is not None:
