@@ -424,6 +424,12 @@ def test_bad_arguments_are_refused(table: Path) -> None:
         Prefetcher(source, cases, depth=-1)
     with pytest.raises(ValueError, match="max_bytes"):
         Prefetcher(source, cases, max_bytes=0)
+    with pytest.raises(ValueError, match="max_memory_mb must be > 0, got 0"):
+        Prefetcher(source, cases, max_memory_mb=0)
+    with pytest.raises(ValueError, match="not both"):
+        Prefetcher(source, cases, max_bytes=2**20, max_memory_mb=1)
+    with Prefetcher(source, cases, max_memory_mb=1.5) as prefetcher:
+        assert prefetcher.max_bytes == int(1.5 * 2**20)
     with Prefetcher(source, cases) as prefetcher, pytest.raises(IndexError, match="outside"):
         prefetcher.set_current(N_CASES)
 

@@ -184,6 +184,8 @@ class Prefetcher:
     max_bytes
         Cap of the cache in bytes of voxel data; None takes :class:`~.batch_file.PrefetchSpec`'s
         default (a quarter of the RAM, at most 4 GiB).
+    max_memory_mb
+        The same cap in MiB (as the batch's ``[prefetch] max_memory_mb``); give one of the two.
     interactive_workers
         Threads decoding the current case (1-2: a second one lets a new current case start
         while a cancelled one is still winding down).
@@ -210,6 +212,7 @@ class Prefetcher:
         *,
         depth: int = 2,
         max_bytes: int | None = None,
+        max_memory_mb: float | None = None,
         interactive_workers: int = 2,
         prefetch_workers: int = 1,
         prefetch_delay_s: float = 0.5,
@@ -217,10 +220,19 @@ class Prefetcher:
     ) -> None:
         if depth < 0:
             raise ValueError(f"depth must be >= 0, got {depth}")
+        if max_memory_mb is not None:
+            if max_bytes is not None:
+                raise ValueError("give max_bytes or max_memory_mb, not both")
+            max_bytes = int(max_memory_mb * 2**20)
         if max_bytes is None:
             max_bytes = PrefetchSpec().max_memory_mb * 2**20
         if max_bytes <= 0:
-            raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
+            name, value = (
+                ("max_memory_mb", max_memory_mb)
+                if max_memory_mb is not None
+                else ("max_bytes", max_bytes)
+            )
+            raise ValueError(f"{name} must be > 0, got {value}")
         if not 1 <= interactive_workers <= 8:
             raise ValueError(f"interactive_workers must be 1-8, got {interactive_workers}")
         if not 0 <= prefetch_workers <= 8:
@@ -275,7 +287,7 @@ class Prefetcher:
         cls, source: BatchSource, cases: Sequence[Case], spec: PrefetchSpec, **kwargs: Any
     ) -> Prefetcher:
         """Build a prefetcher with a batch's ``[prefetch]`` settings (depth, memory cap)."""
-        return cls(source, cases, depth=spec.depth, max_bytes=spec.max_memory_mb * 2**20, **kwargs)
+        return cls(source, cases, depth=spec.depth, max_memory_mb=spec.max_memory_mb, **kwargs)
 
     # -- public API ------------------------------------------------------------------------
 
