@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
@@ -290,3 +291,31 @@ def test_real_radial_mr_reports_mixed_orientation(pydicom_series: Path) -> None:
     groups, _ = dicom_files_in(pydicom_series / "98892003" / "MR700")
     _, _, problems = read(next(iter(groups.values())))
     assert "7 orientations" in only_problem(problems, ProblemCode.MIXED_ORIENTATION)
+
+
+def _scout_first(k: int, ds: pydicom.Dataset) -> None:
+    """Slice 0 is a lateral scout kept in the series (some CT scanners do this)."""
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER" if k == 0 else "AXIAL"]
+    if k == 0:
+        ds.ImageOrientationPatient = ["0", "1", "0", "0", "0", "-1"]
+        ds.ImagePositionPatient = ["0", "-50", "100"]
+
+
+def test_a_localizer_in_the_series_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    files = write_series(tmp_path, n=6, tweak=_scout_first)
+    volume, info, problems = read(files)
+    assert [p.code for p in problems] == [ProblemCode.LOCALIZER_LEFT_OUT]
+    assert not problems[0].is_error and "IM0001.dcm" in problems[0].message
+    np.testing.assert_array_equal(volume.array, pattern(6, 12, 10)[1:])
+    scout_uid = pydicom.dcmread(files[0]).SOPInstanceUID
+    assert scout_uid not in info.sop_instance_uids and len(info.sop_instance_uids) == 5
+
+
+def test_a_series_of_localizers_only_is_not_emptied(tmp_path: Path) -> None:
+    def all_scouts(k: int, ds: pydicom.Dataset) -> None:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+        if k == 0:
+            ds.ImageOrientationPatient = ["0", "1", "0", "0", "0", "-1"]
+
+    volume, _, problems = read(write_series(tmp_path, n=3, tweak=all_scouts))
+    assert volume is None and problems[0].code is ProblemCode.MIXED_ORIENTATION

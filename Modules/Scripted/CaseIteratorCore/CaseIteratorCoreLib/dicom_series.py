@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 
 from .dicom_files import header_int, non_image_reason, read_native_pixels, sop_class_name
 from .geometry import Geometry, Volume
-from .problems import Problem, ProblemCode
+from .problems import Problem, ProblemCode, Severity, has_errors
 
 #: Default tolerance on slice spacing: the larger of this many mm and ``SPACING_TOLERANCE_REL``
 #: of the median spacing (rounding of positions in real headers stays well below).
@@ -49,6 +49,8 @@ class Frame:
     intercept: float = 0.0
     samples_per_pixel: int = 1
     instance_number: int | None = None
+    #: ImageType says LOCALIZER: a scout some scanners put in the series of the volume.
+    localizer: bool = False
 
     @property
     def label(self) -> str:
@@ -153,9 +155,11 @@ def frames_of(ds: Dataset, path: Path) -> list[Frame]:
     spacing = _spacing(ds.get("PixelSpacing"))
     slope, intercept = _number(ds, "RescaleSlope", 1.0), _number(ds, "RescaleIntercept", 0.0)
 
+    localizer = _is_localizer(ds)
+
     def plane(index: int | None, frame_position: np.ndarray | None) -> Frame:
         return Frame(path, index, sop_uid, rows, columns, frame_position, orientation, spacing,
-                     slope, intercept, samples, instance_number)  # fmt: skip
+                     slope, intercept, samples, instance_number, localizer)  # fmt: skip
 
     if n_frames > 1:
         offsets = _floats(ds.get("GridFrameOffsetVector"), n_frames)
@@ -168,6 +172,20 @@ def frames_of(ds: Dataset, path: Path) -> list[Frame]:
             frames.append(plane(index, frame_position))
         return frames
     return [plane(None, position)]
+
+
+def _is_localizer(ds: Dataset) -> bool:
+    """Whether ImageType's third value is LOCALIZER (a scout or topogram)."""
+    value = ds.get("ImageType")
+    if value is None:
+        return False
+    if isinstance(value, str | bytes):
+        text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+        values = text.split("\\")
+    else:  # pydicom's MultiValue
+        values = [str(v) for v in value]
+    values = [v.strip().upper() for v in values]
+    return len(values) > 2 and values[2] == "LOCALIZER"
 
 
 def _spacing(value: object) -> tuple[float, float] | None:
@@ -255,6 +273,18 @@ def check_frames(
             )
         ]
     problems: list[Problem] = []
+    scouts = [f for f in frames if f.localizer]
+    if scouts and len(scouts) < len(frames):
+        # Some scanners keep the scout in the series of the volume: it is not a slice of it.
+        frames = [f for f in frames if not f.localizer]
+        problems.append(
+            Problem(
+                ProblemCode.LOCALIZER_LEFT_OUT,
+                f"{len(scouts)} localizer {'image' if len(scouts) == 1 else 'images'} "
+                f"({_name_some(scouts)}) left out of the volume",
+                Severity.WARNING,
+            )
+        )
     no_geometry = [
         f for f in frames if f.position is None or f.orientation is None or f.pixel_spacing is None
     ]
@@ -306,14 +336,15 @@ def check_frames(
                 f"{'has' if len(odd) == 1 else 'have'} {odd[0].pixel_spacing} mm",
             )
         )
-    if problems:
+    if has_errors(problems):
         return None, problems
     if len(frames) == 1:
         return None, [
+            *problems,
             Problem(
                 ProblemCode.SINGLE_SLICE,
                 f"single-slice series ({frames[0].label}): a volume needs at least two slices",
-            )
+            ),
         ]
 
     orientation = frames[0].orientation
@@ -643,6 +674,7 @@ def series_volume(
     )
     if layout is None:
         return None, None, problems
+    first = datasets[layout.frames[0].file]  # not a localizer left out
     info = DicomSeriesInfo(
         study_uid=str(first.get("StudyInstanceUID", "")),
         series_uid=str(first.get("SeriesInstanceUID", "")),

@@ -36,6 +36,7 @@ class ProblemCode(StrEnum):
     EMPTY_CELL = "empty-cell"
     FETCH_FAILED = "fetch-failed"
     OUTSIDE_ALLOWED_FOLDERS = "outside-allowed-folders"
+    LOCALIZER_LEFT_OUT = "localizer-left-out"
 
 
 @dataclass(frozen=True)
