@@ -196,3 +196,34 @@ def test_unreadable_image_file_is_named(tmp_path: Path) -> None:
     (case,) = list(source.iter_cases())
     (problem,) = inspect_case(source, case).problems
     assert problem.code is ProblemCode.UNREADABLE_FILE and "broken.nrrd" in problem.message
+
+
+def _sheared_nifti(path: Path, shear: float) -> None:
+    """A NIfTI whose sform's second axis leans by ``shear`` (SimpleITK never writes one)."""
+    import gzip
+    import struct
+
+    sitk.WriteImage(sitk.Image(8, 8, 4, sitk.sitkInt16), str(path.with_suffix("")))
+    raw = bytearray(path.with_suffix("").read_bytes())
+    struct.pack_into("<h", raw, 254, 1)  # sform_code: scanner
+    rows = ((-1, shear, 0, 0), (0, -1, 0, 0), (0, 0, 1, 0))
+    for at, row in zip((280, 296, 312), rows, strict=True):
+        struct.pack_into("<4f", raw, at, *row)
+    path.write_bytes(gzip.compress(bytes(raw)))
+    path.with_suffix("").unlink()
+
+
+def test_a_sheared_nifti_loads_with_a_warning_that_says_so(tmp_path: Path) -> None:
+    """ITK squares a sheared grid and only prints on the console: the reader is told."""
+    _sheared_nifti(tmp_path / "sheared.nii.gz", 0.2)
+    _sheared_nifti(tmp_path / "square.nii.gz", 0.0)
+    table = tmp_path / "cases.csv"
+    table.write_text("image\nsheared.nii.gz\nsquare.nii.gz\n")
+    source = open_source(load_batch(table))
+    sheared, square = list(source.iter_cases())
+    loaded = load_case(source, sheared)
+    (problem,) = loaded.problems
+    assert problem.code is ProblemCode.SHEARED_GRID and problem.severity is Severity.WARNING
+    assert "sheared.nii.gz" in problem.message and "sheared by 11.31°" in problem.message
+    assert [p.code for p in inspect_case(source, sheared).problems] == [ProblemCode.SHEARED_GRID]
+    assert load_case(source, square).problems == ()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import SimpleITK as sitk
 from .dicom_files import read_full, read_header
 from .dicom_series import DicomSeriesInfo, SeriesTolerances, series_volume
 from .geometry import Geometry, Volume
-from .problems import Problem, ProblemCode
+from .problems import Problem, ProblemCode, Severity
 
 
 def _geometry_of(reader_or_image) -> Geometry:
@@ -42,7 +44,7 @@ def file_geometry(path: Path) -> tuple[Geometry | None, list[Problem]]:
                 f"{path.name} is a {reader.GetDimension()}D image; CaseIterator reads 3D volumes",
             )
         ]
-    return _geometry_of(reader), []
+    return _geometry_of(reader), _shear_warnings(path)
 
 
 def read_image_file(path: Path) -> tuple[Volume | None, list[Problem]]:
@@ -69,7 +71,66 @@ def read_image_file(path: Path) -> tuple[Volume | None, list[Problem]]:
                 "or vector image); CaseIterator reads scalar volumes",
             )
         ]
-    return Volume(sitk.GetArrayFromImage(image), _geometry_of(image)), []
+    return Volume(sitk.GetArrayFromImage(image), _geometry_of(image)), _shear_warnings(path)
+
+
+def _shear_warnings(path: Path) -> list[Problem]:
+    shear = nifti_shear_degrees(path)
+    if shear is None or shear <= _SHEAR_TOLERANCE_DEGREES:
+        return []
+    return [
+        Problem(
+            ProblemCode.SHEARED_GRID,
+            f"{path.name}: its voxel axes are not at right angles (sheared by {shear:.2f}°); "
+            "it was read on the nearest right-angled grid, as 3D Slicer and ITK do, so "
+            "positions can differ from tools that keep the shear: check it lines up before "
+            "relying on measurements",
+            Severity.WARNING,
+        )
+    ]
+
+
+#: Below this, a NIfTI sform's deviation from right angles is float noise from its writer.
+_SHEAR_TOLERANCE_DEGREES = 0.01
+
+
+def nifti_shear_degrees(path: Path) -> float | None:
+    """How far a NIfTI-1 file's sform axes are from right angles, in degrees.
+
+    None when the file is not NIfTI-1 or has no sform (a qform cannot shear). ITK reads a sheared
+    sform as the nearest orthogonal matrix and only prints a warning on the console, so the
+    reader would not know.
+    """
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz", ".hdr")):
+        return None
+    try:
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            header = handle.read(348)
+    except (OSError, EOFError):
+        return None
+    if len(header) < 348:
+        return None
+    for order in ("<", ">"):
+        if struct.unpack_from(f"{order}i", header, 0)[0] == 348:
+            break
+    else:
+        return None  # NIfTI-2 or not NIfTI
+    (sform_code,) = struct.unpack_from(f"{order}h", header, 254)
+    if sform_code <= 0:
+        return None
+    rows = [struct.unpack_from(f"{order}4f", header, at)[:3] for at in (280, 296, 312)]
+    axes = np.array(rows, dtype=float).T  # columns: the voxel axes in patient space
+    norms = np.linalg.norm(axes, axis=0)
+    if np.any(norms == 0) or not np.all(np.isfinite(axes)):
+        return None
+    unit = axes / norms
+    worst = 0.0
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        cosine = abs(float(unit[:, a] @ unit[:, b]))
+        worst = max(worst, 90.0 - float(np.degrees(np.arccos(min(1.0, cosine)))))
+    return worst
 
 
 def _unreadable(path: Path, exc: Exception) -> Problem:

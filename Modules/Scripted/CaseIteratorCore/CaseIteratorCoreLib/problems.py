@@ -37,6 +37,7 @@ class ProblemCode(StrEnum):
     FETCH_FAILED = "fetch-failed"
     OUTSIDE_ALLOWED_FOLDERS = "outside-allowed-folders"
     LOCALIZER_LEFT_OUT = "localizer-left-out"
+    SHEARED_GRID = "sheared-grid"
 
 
 @dataclass(frozen=True)
