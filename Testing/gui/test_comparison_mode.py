@@ -16,7 +16,8 @@ import SimpleITK as sitk
 from Qt import QtCore
 
 from CaseIteratorCoreLib.demo_data import phantom
-from CaseIteratorCoreLib.seg_nrrd import header_fields, read_seg_nrrd
+from CaseIteratorCoreLib.result_store import nrrd_fields
+from CaseIteratorCoreLib.seg_nrrd import read_seg_nrrd
 from CaseReaderLib.comparison_mode import ComparisonMode
 
 from conftest import SHOW_TIMEOUT_MS
@@ -231,7 +232,7 @@ def test_metrics_nodes_toggles_accept_and_worst_first(comparison, qtbot, tmp_pat
         np.count_nonzero(prediction == 2),
     )
     # The file says who made it, of which image, and what it was started from.
-    fields = header_fields(written[0])
+    fields = nrrd_fields(written[0])
     assert fields["CaseIterator_Reader"] == reading.session.reader == "dr.test"
     assert fields["CaseIterator_Case"] == reading.cases[0].id
     assert fields["CaseIterator_SourceImage"] == str(reading.cases[0].image.path)

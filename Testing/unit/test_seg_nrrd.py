@@ -286,7 +286,13 @@ def test_provenance_fields_are_in_the_header_and_slicer_still_reads_it(tmp_path:
     from datetime import datetime
 
     from CaseIteratorCoreLib.cases import Case, ImageFileRef, ResultTarget
-    from CaseIteratorCoreLib.seg_nrrd import header_fields, provenance_fields
+    from CaseIteratorCoreLib.result_store import (
+        NRRD_CASE_KEY,
+        NRRD_READER_KEY,
+        nrrd_fields,
+        provenance_fields,
+        with_nrrd_fields,
+    )
 
     geometry = oblique()
     segmentation = overlapping(geometry)
@@ -298,13 +304,15 @@ def test_provenance_fields_are_in_the_header_and_slicer_still_reads_it(tmp_path:
         result=ResultTarget(stem="case001", folder=tmp_path, origin="cases.csv"),
     )
     fields = provenance_fields(
-        reader="jdoe",
-        case=case,
+        case,
         derived_from="Started from AI\nsecond line",
         saved_at=datetime(2026, 11, 25, 18, 0, tzinfo=UTC),
     )
-    path = write_seg_nrrd(segmentation, tmp_path / "r.seg.nrrd", fields=fields)
-    assert header_fields(path) == {
+    fields.update({NRRD_READER_KEY: "jdoe", NRRD_CASE_KEY: case.id})  # the store's own two
+    path = write_seg_nrrd(segmentation, tmp_path / "r.seg.nrrd")
+    path.write_bytes(with_nrrd_fields(path.read_bytes(), fields))
+    ours = {k: v for k, v in nrrd_fields(path).items() if k.startswith("CaseIterator_")}
+    assert ours == {
         "CaseIterator_Reader": "jdoe",
         "CaseIterator_SavedAt": "2026-11-25T18:00:00+00:00",
         "CaseIterator_Case": "case001",
@@ -317,4 +325,4 @@ def test_provenance_fields_are_in_the_header_and_slicer_still_reads_it(tmp_path:
     for index in range(3):
         assert np.array_equal(back.mask(index), segmentation.mask(index))
     with pytest.raises(ValueError, match="letters, digits"):
-        write_seg_nrrd(segmentation, tmp_path / "bad.seg.nrrd", fields={"bad key": "x"})
+        with_nrrd_fields(path.read_bytes(), {"bad key": "x"})

@@ -41,7 +41,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -334,6 +334,7 @@ class ResultStore:
         *,
         seg_dataset: Dataset | None = None,
         seg_nrrd_path: Path | None = None,
+        provenance: Mapping[str, str] | None = None,
     ) -> SavedResult:
         """Store a result of ``case`` where the batch says (see the module notes).
 
@@ -347,6 +348,9 @@ class ResultStore:
         seg_nrrd_path
             A ``.seg.nrrd`` already written somewhere (a temporary file): copied into place
             as ``<stem>_<reader>.seg.nrrd``; the given file is left as it is.
+        provenance
+            More header fields for the ``.seg.nrrd`` (:func:`provenance_fields`), beside the
+            reader and case fields it always gets; a SEG carries the same in its attributes.
 
         Returns
         -------
@@ -376,7 +380,7 @@ class ResultStore:
         if seg_nrrd_path is not None:
             # A .seg.nrrd cannot go into a server or a DICOM database: the results folder.
             nrrd_folder = folder if folder is not None else self.results_dir
-            files.append(self._place_nrrd(case, Path(seg_nrrd_path), nrrd_folder))
+            files.append(self._place_nrrd(case, Path(seg_nrrd_path), nrrd_folder, provenance or {}))
             places.append(f"folder {nrrd_folder}")
         if seg_dataset is not None:
             if folder is not None:
@@ -420,7 +424,9 @@ class ResultStore:
                 f"{exc.strerror}. Fix: set [output] destination to a folder you can write to."
             ) from exc
 
-    def _place_nrrd(self, case: Case, given: Path, folder: Path) -> Path:
+    def _place_nrrd(
+        self, case: Case, given: Path, folder: Path, provenance: Mapping[str, str]
+    ) -> Path:
         self._writable(folder, case)
         try:
             content = given.read_bytes()
@@ -428,7 +434,8 @@ class ResultStore:
             raise ResultStoreError(
                 f"cannot read the segmentation file {given} of case {case.label}: {exc.strerror}"
             ) from exc
-        content = _with_owner(content, self.reader, case.id)
+        owner = {NRRD_READER_KEY: self.reader, NRRD_CASE_KEY: case.id}
+        content = with_nrrd_fields(content, {**provenance, **owner})
         stem = case.result.stem
         for n in range(1, 10_000):
             target = folder / _numbered(f"{stem}_{self.reader_tag}", n, SEG_NRRD_SUFFIX)
@@ -446,7 +453,7 @@ class ResultStore:
         raise ResultStoreError(f"too many result files for case {case.label} in {folder}")
 
     def _owns(self, path: Path, case: Case) -> bool:
-        fields = _nrrd_fields(path)
+        fields = nrrd_fields(path)
         return fields.get(NRRD_READER_KEY) == self.reader and fields.get(NRRD_CASE_KEY) == case.id
 
     def _write_seg_file(self, case: Case, ds: Dataset, folder: Path) -> Path:
@@ -552,7 +559,7 @@ class ResultStore:
             match = pattern.match(path.name)
             if not match:
                 continue
-            fields = _nrrd_fields(path)
+            fields = nrrd_fields(path)
             # Files of ours say whose they are; a file without the fields goes by its name.
             if fields.get(NRRD_READER_KEY, self.reader) != self.reader:
                 continue
@@ -860,7 +867,7 @@ def _nrrd_header(content: bytes) -> tuple[bytes, bytes] | None:
     return content[: end + 1], content[end + 1 :]
 
 
-def _nrrd_fields(path: Path) -> dict[str, str]:
+def nrrd_fields(path: Path) -> dict[str, str]:
     """The ``key:=value`` fields of a NRRD header (read up to the blank line only)."""
     try:
         with path.open("rb") as handle:
@@ -878,21 +885,54 @@ def _nrrd_fields(path: Path) -> dict[str, str]:
     return fields
 
 
-def _with_owner(content: bytes, reader: str, case_id: str) -> bytes:
-    """Add (or replace) the owner fields in a ``.seg.nrrd`` header; other files stay as-is."""
+def with_nrrd_fields(content: bytes, fields: Mapping[str, str]) -> bytes:
+    """``content`` with ``fields`` set in its NRRD header (earlier lines of those keys go).
+
+    Slicer keeps and ignores such fields. Line breaks in values become spaces; a file that is
+    not an attached-header NRRD stays as it is.
+
+    Raises
+    ------
+    ValueError
+        For a key other than letters, digits and ``_``.
+    """
+    for key in fields:
+        if not re.fullmatch(r"[A-Za-z0-9_]+", key):
+            raise ValueError(f"NRRD header key {key!r}: use letters, digits and _ only")
     split = _nrrd_header(content)
     if split is None:
         return content
     header, rest = split
-    keep = [
-        line
-        for line in header.split(b"\n")
-        if line and not line.startswith((NRRD_READER_KEY.encode(), NRRD_CASE_KEY.encode()))
-    ]
-    for key, value in ((NRRD_READER_KEY, reader), (NRRD_CASE_KEY, case_id)):
-        clean = value.replace("\n", " ").replace("\r", " ")
+    keys = tuple(key.encode() for key in fields)
+    keep = [line for line in header.split(b"\n") if line and not line.startswith(keys)]
+    for key, value in fields.items():
+        clean = str(value).replace("\n", " ").replace("\r", " ")
         keep.append(f"{key}:={clean}".encode())
     return b"\n".join(keep) + b"\n" + rest
+
+
+def provenance_fields(
+    case: Case, *, derived_from: str | None = None, saved_at: datetime | None = None
+) -> dict[str, str]:
+    """The ``.seg.nrrd`` header fields that say when a result of ``case`` was made, of which
+    image, by what, and what it was started from (the reader and case fields are the store's).
+
+    A DICOM SEG says the same in its ContentDate/Time, references, software and
+    DerivationDescription.
+    """
+    from . import __version__
+
+    image = case.image
+    fields = {
+        "CaseIterator_SavedAt": (saved_at or datetime.now().astimezone()).isoformat(
+            timespec="seconds"
+        ),
+        "CaseIterator_SourceImage": "" if image is None else image.describe(),
+        "CaseIterator_Software": f"CaseIterator {__version__}",
+    }
+    if derived_from:
+        fields["CaseIterator_DerivedFrom"] = derived_from
+    return fields
 
 
 __all__ = [
@@ -905,6 +945,9 @@ __all__ = [
     "ResumeOrigin",
     "ResumePoint",
     "SavedResult",
+    "nrrd_fields",
+    "provenance_fields",
     "safe_reader_name",
     "same_reader",
+    "with_nrrd_fields",
 ]

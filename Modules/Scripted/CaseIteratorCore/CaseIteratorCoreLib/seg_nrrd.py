@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -26,7 +26,6 @@ import SimpleITK as sitk
 
 from .atomic_files import fsync_folder
 from .batch_file import DEFAULT_SEGMENT, SegmentTemplate
-from .cases import Case
 from .geometry import Geometry
 from .image_files import _geometry_of
 from .mrml_segmentation import (
@@ -107,11 +106,7 @@ def previous_version_path(path: Path) -> Path:
 
 
 def write_seg_nrrd(
-    segmentation: Segmentation,
-    path: Path | str,
-    *,
-    keep_previous: bool = True,
-    fields: Mapping[str, str] | None = None,
+    segmentation: Segmentation, path: Path | str, *, keep_previous: bool = True
 ) -> Path:
     """Write ``segmentation`` as a ``.seg.nrrd`` that desktop 3D Slicer opens, atomically.
 
@@ -125,10 +120,6 @@ def write_seg_nrrd(
     keep_previous
         When ``path`` exists, keep that version under a dated name beside it (see
         :func:`previous_version_path`) instead of replacing it.
-    fields
-        Extra ``key:=value`` lines for the header (provenance: reader, time, source image,
-        what the result was started from); Slicer keeps and ignores them. Keys are letters,
-        digits and ``_`` only; line breaks in values become spaces.
 
     Returns
     -------
@@ -161,8 +152,6 @@ def write_seg_nrrd(
                 "slicer-core could not write the segmentation.",
                 fix="check that the folder is writable and the disk is not full",
             )
-        if fields:
-            _add_header_fields(temporary, fields)
         with open(temporary, "rb+") as handle:
             os.fsync(handle.fileno())
         if keep_previous and path.exists():
@@ -180,66 +169,6 @@ def write_seg_nrrd(
         scene.Clear(1)
     fsync_folder(path.parent)
     return path
-
-
-def _add_header_fields(path: Path, fields: Mapping[str, str]) -> None:
-    """Insert ``key:=value`` lines at the end of a NRRD file's text header."""
-    data = path.read_bytes()
-    end = data.find(b"\n\n")  # the header ends with an empty line; the data follows
-    if not data.startswith(b"NRRD") or end < 0:
-        raise SegmentationFileError(
-            path, "slicer-core wrote no NRRD header.", fix="report this with the file"
-        )
-    lines = []
-    for key, value in fields.items():
-        if not re.fullmatch(r"[A-Za-z0-9_]+", key):
-            raise ValueError(f"NRRD header key {key!r}: use letters, digits and _ only")
-        text = " ".join(str(value).split())
-        lines.append(f"{key}:={text}\n".encode())
-    path.write_bytes(data[: end + 1] + b"".join(lines) + data[end + 1 :])
-
-
-def provenance_fields(
-    *,
-    reader: str,
-    case: Case,
-    derived_from: str | None = None,
-    saved_at: datetime | None = None,
-) -> dict[str, str]:
-    """The header fields that say who made a result, when, of which image and from what.
-
-    A ``.seg.nrrd`` has no place for this in Slicer's own fields; DICOM SEG results carry the
-    same in their ContentCreatorName, ContentDate/Time, references and DerivationDescription.
-    """
-    from . import __version__
-
-    image = case.image
-    fields = {
-        "CaseIterator_Reader": reader,
-        "CaseIterator_SavedAt": (saved_at or datetime.now().astimezone()).isoformat(
-            timespec="seconds"
-        ),
-        "CaseIterator_Case": case.id,
-        "CaseIterator_SourceImage": "" if image is None else image.describe(),
-        "CaseIterator_Software": f"CaseIterator {__version__}",
-    }
-    if derived_from:
-        fields["CaseIterator_DerivedFrom"] = derived_from
-    return fields
-
-
-def header_fields(path: Path | str, prefix: str = "CaseIterator_") -> dict[str, str]:
-    """The ``key:=value`` header fields of a NRRD file whose keys start with ``prefix``."""
-    found = {}
-    with open(path, "rb") as handle:
-        for raw in handle:
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            if not line:
-                break  # end of the header
-            key, sep, value = line.partition(":=")
-            if sep and key.startswith(prefix):
-                found[key] = value
-    return found
 
 
 # --------------------------------------------------------------------------------------------

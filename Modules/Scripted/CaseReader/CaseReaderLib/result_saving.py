@@ -294,8 +294,9 @@ class ResultSaver:
     def _write(
         self, segmentation: Segmentation, loaded: LoadedCase, counts: tuple[int, ...]
     ) -> SaveOutcome:
+        from CaseIteratorCoreLib.result_store import provenance_fields
         from CaseIteratorCoreLib.seg_dicom import SegKind, build_dicom_seg
-        from CaseIteratorCoreLib.seg_nrrd import provenance_fields, write_seg_nrrd
+        from CaseIteratorCoreLib.seg_nrrd import write_seg_nrrd
 
         store = self._store()
         output = self.batch.output
@@ -316,18 +317,17 @@ class ResultSaver:
         with tempfile.TemporaryDirectory(prefix="caseiterator-save-") as folder:
             nrrd = None
             if output.format == "seg.nrrd" or dicom is None:
-                fields = provenance_fields(
-                    reader=self.reader,
-                    case=loaded.case,
-                    derived_from=derived.description if derived else None,
-                )
                 nrrd = write_seg_nrrd(
-                    segmentation,
-                    Path(folder) / "result.seg.nrrd",
-                    keep_previous=False,
-                    fields=fields,
+                    segmentation, Path(folder) / "result.seg.nrrd", keep_previous=False
                 )
-            saved = store.save(loaded.case, seg_dataset=seg_dataset, seg_nrrd_path=nrrd)
+            saved = store.save(
+                loaded.case,
+                seg_dataset=seg_dataset,
+                seg_nrrd_path=nrrd,
+                provenance=provenance_fields(
+                    loaded.case, derived_from=derived.description if derived else None
+                ),
+            )
         if saved.outbox_item is not None:
             # Send now in the background; what cannot be sent stays in the outbox on disk and
             # is retried (caseiterator outbox --retry, or the next save).
