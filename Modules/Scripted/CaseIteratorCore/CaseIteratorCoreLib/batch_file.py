@@ -42,7 +42,7 @@ import hashlib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -219,6 +219,18 @@ def _split_index(part: str) -> tuple[str, int | None]:
     return part, None
 
 
+def outside_folders(path: Path, folders: Sequence[Path]) -> str | None:
+    """Why ``path`` is not inside any of ``folders``; None when it is.
+
+    Both sides are resolved: "..", and links out of an allowed folder, do not get out.
+    """
+    real = path.resolve()
+    if any(real.is_relative_to(folder.resolve()) for folder in folders):
+        return None
+    allowed = ", ".join(map(str, folders)) or "none"
+    return f"{path} is outside the folders this station may read ({allowed})"
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """The ``[source]`` table: the input mode and its keys, checked by that mode's class."""
@@ -235,17 +247,11 @@ class SourceSpec:
     allowed_folders: tuple[Path, ...] | None = None
 
     def outside_allowed_folders(self, path: Path) -> str | None:
-        """Why the site forbids reading ``path``; None when it may be read.
-
-        Both sides are resolved: "..", and links out of an allowed folder, do not get out.
-        """
+        """Why the site forbids reading ``path``; None when it may be read (see
+        :func:`outside_folders`)."""
         if self.allowed_folders is None:
             return None
-        real = path.resolve()
-        if any(real.is_relative_to(f.resolve()) for f in self.allowed_folders):
-            return None
-        allowed = ", ".join(map(str, self.allowed_folders)) or "none"
-        return f"{path} is outside the folders this station may read ({allowed})"
+        return outside_folders(path, self.allowed_folders)
 
     def error(self, key: str, message: str, fix: str | None = None) -> BatchDefinitionError:
         """Build an error about ``source.<key>`` with its line."""

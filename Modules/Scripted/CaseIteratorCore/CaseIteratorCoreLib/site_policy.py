@@ -46,6 +46,7 @@ from .batch_file import (
     OutputSpec,
     SourceSpec,
     load_batch,
+    outside_folders,
 )
 from .errors import SitePolicyError, SiteSettingsError
 from .server_settings import ServerSettings
@@ -173,7 +174,7 @@ class SitePolicy:
         path = Path(value).expanduser()
         if not path.is_absolute():
             path = spec.base_dir / path
-        refused = replace(spec, allowed_folders=self.folders).outside_allowed_folders(path)
+        refused = outside_folders(path, self.folders)
         if refused is None:
             return
         raise self._refuse(
