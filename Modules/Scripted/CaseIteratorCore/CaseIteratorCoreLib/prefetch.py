@@ -223,16 +223,13 @@ class Prefetcher:
         if max_memory_mb is not None:
             if max_bytes is not None:
                 raise ValueError("give max_bytes or max_memory_mb, not both")
+            if max_memory_mb <= 0:
+                raise ValueError(f"max_memory_mb must be > 0, got {max_memory_mb}")
             max_bytes = int(max_memory_mb * 2**20)
         if max_bytes is None:
             max_bytes = PrefetchSpec().max_memory_mb * 2**20
         if max_bytes <= 0:
-            name, value = (
-                ("max_memory_mb", max_memory_mb)
-                if max_memory_mb is not None
-                else ("max_bytes", max_bytes)
-            )
-            raise ValueError(f"{name} must be > 0, got {value}")
+            raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
         if not 1 <= interactive_workers <= 8:
             raise ValueError(f"interactive_workers must be 1-8, got {interactive_workers}")
         if not 0 <= prefetch_workers <= 8:
